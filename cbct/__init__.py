@@ -1,0 +1,8 @@
+"""cbct: cone-beam CT reconstruction for dental CBCT (CPU and CUDA operators, FDK, learned corrections)."""
+
+from cbct.fdk import fdk, fdk_filter
+from cbct.geometry import ConeGeometry, VolumeGrid
+from cbct.operators import backproject, project, segmented_backproject
+
+__version__ = "0.1.0"
+__all__ = ["ConeGeometry", "VolumeGrid", "project", "backproject", "segmented_backproject", "fdk", "fdk_filter"]

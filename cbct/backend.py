@@ -1,0 +1,39 @@
+"""Which backend runs an operator: chosen by where the data lives (NumPy → CPU, CuPy → CUDA).
+
+Backend modules expose the same three kernels:
+``project(volume, geom)``, ``backproject_fdk(projections, geom, segment_starts)`` and
+``backproject_matched(projections, geom, views=None)`` on validated, C-contiguous float arrays.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from types import ModuleType
+
+_BACKENDS = {"numpy": "cbct.cpu.kernels", "cupy": "cbct.cuda.kernels"}
+
+
+def array_library(x: object) -> str:
+    """Name of the library that owns array ``x``: ``"numpy"``, ``"cupy"`` or ``"torch"``."""
+    module = type(x).__module__.split(".")[0]
+    if module == "numpy":
+        return "numpy"
+    if module == "cupy" and "cupy" in sys.modules:
+        return "cupy"
+    if module == "torch" and "torch" in sys.modules:
+        return "torch"
+    raise TypeError(f"expected a NumPy or CuPy array (or a torch tensor), got {type(x).__module__}.{type(x).__name__}")
+
+
+def array_module(x: object) -> ModuleType:
+    """The NumPy-like module for array ``x`` (``numpy`` or ``cupy``)."""
+    return importlib.import_module(array_library(x))
+
+
+def kernels_for(x: object) -> ModuleType:
+    """The kernel module that runs on the device where ``x`` lives."""
+    name = array_library(x)
+    if name not in _BACKENDS:
+        raise TypeError(f"{name} arrays are not accepted here; use cbct.torch for torch tensors")
+    return importlib.import_module(_BACKENDS[name])

@@ -1,0 +1,1 @@
+"""CPU kernels (Numba): the twins of the CUDA kernels in ``csrc/``."""

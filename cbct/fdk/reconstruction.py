@@ -1,0 +1,132 @@
+"""FDK reconstruction (Feldkamp, Davis & Kress) for circular cone-beam scans, any backend.
+
+``f(x) = sum_i dbeta_i * (DSO_i / depth_i(x))**2 * q_i(u(x), v(x))`` with the filtered projections
+``q_i = W_i * (DSD_i / DSO_i) * du * ramp * (cos_i * p_i)``: cosine pre-weights ``cos_i`` about the central ray,
+redundancy weights ``W_i`` (0.5 for a full scan; Parker for a short scan; Wang for a displaced detector), the
+angular weight ``dbeta_i`` of each view and a ramp filter along detector rows. A displaced detector is zero padded
+on its truncated side before filtering and the padded detector is backprojected, as RTK does.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+
+import numpy as np
+
+from cbct._checks import check_array, check_geometry
+from cbct.backend import array_module
+from cbct.fdk.filters import padded_length, ramp_filter_rows, ramp_response
+from cbct.fdk.weights import cosine_weights, redundancy_weights, scan_coverage, uses_offset_weights
+from cbct.geometry import ConeGeometry
+from cbct.operators import backproject
+
+log = logging.getLogger(__name__)
+
+VIEWS_PER_CHUNK = 32
+
+
+@dataclasses.dataclass(frozen=True)
+class FDKFilterPlan:
+    """What FDK does to the projections before backprojection.
+
+    Attributes:
+        geometry: geometry of the filtered projections (the detector widened when it was padded).
+        view_weights: (n_views, nu) float64 angular × redundancy × scale weights on the original detector.
+        pad: ``(before, after)`` zero columns added to each detector row.
+        response: rfft response of the windowed ramp for the padded rows.
+    """
+
+    geometry: ConeGeometry
+    view_weights: np.ndarray
+    pad: tuple[int, int]
+    response: np.ndarray
+
+
+def plan_fdk_filter(
+    geom: ConeGeometry,
+    *,
+    filter: str = "ram-lak",
+    cutoff: float = 1.0,
+    short_scan: bool | None = None,
+    offset_detector: bool | None = None,
+) -> FDKFilterPlan:
+    """Weights, padding and ramp response for FDK on ``geom`` (see :func:`fdk` for the arguments)."""
+    coverage = scan_coverage(geom.angles)
+    redundancy = redundancy_weights(geom, short_scan=short_scan, offset_detector=offset_detector)
+    dsd, dso = geom.source_detector_distances(), geom.source_origin_distances()
+    du = geom.pixel_sizes()[:, 1]
+    view_weights = redundancy * (coverage.gaps * dsd / dso * du)[:, None]
+    nv, nu = geom.detector_shape
+    pad = (0, 0)
+    if uses_offset_weights(geom, offset_detector):
+        pp_u = float(np.median(geom.principal_points()[:, 1] / du))  # principal point, pixels from the centre
+        extra = int(round(2 * abs(pp_u)))
+        pad = (extra, 0) if pp_u < 0 else (0, extra)
+    filtered_geom = geom.with_detector_shape((nv, nu + sum(pad)), shift=(0.0, (pad[1] - pad[0]) / 2))
+    response = ramp_response(padded_length(nu + sum(pad)), float(np.median(du)), filter, cutoff)
+    return FDKFilterPlan(filtered_geom, view_weights, pad, response)
+
+
+def fdk_filter(
+    projections,
+    geom: ConeGeometry,
+    *,
+    filter: str = "ram-lak",
+    cutoff: float = 1.0,
+    short_scan: bool | None = None,
+    offset_detector: bool | None = None,
+):
+    """FDK-weighted, ramp-filtered projections and the geometry to backproject them with.
+
+    Returns:
+        ``(filtered, geometry)``: ``filtered`` is (n_views, nv, nu') on the device of ``projections``
+        (``nu' > nu`` when a displaced detector was padded); ``backproject(filtered, geometry, "fdk")`` is the
+        FDK reconstruction and ``segmented_backproject(filtered, geometry, K)`` its K angular parts.
+    """
+    geom = check_geometry(geom)
+    projections = check_array(projections, "projections", geom.projection_shape, "the projection shape of the geometry")
+    if projections.ndim != 3:
+        raise ValueError(f"projections must be one scan (n_views, nv, nu), got shape {tuple(projections.shape)}")
+    xp = array_module(projections)
+    plan = plan_fdk_filter(geom, filter=filter, cutoff=cutoff, short_scan=short_scan, offset_detector=offset_detector)
+    n_views, nv, nu = projections.shape
+    before, after = plan.pad
+    out = xp.zeros((n_views, nv, nu + before + after), dtype=projections.dtype)
+    weights = xp.asarray(plan.view_weights, dtype=projections.dtype)
+    for start in range(0, n_views, VIEWS_PER_CHUNK):
+        views = slice(start, min(start + VIEWS_PER_CHUNK, n_views))
+        cos_w = cosine_weights(geom, views, xp).astype(projections.dtype)
+        weighted = projections[views] * cos_w * weights[views][:, None, :]
+        out[views, :, before:before + nu] = weighted
+        out[views] = ramp_filter_rows(out[views], plan.response, xp)
+    return out, plan.geometry
+
+
+def fdk(
+    projections,
+    geom: ConeGeometry,
+    *,
+    filter: str = "ram-lak",
+    cutoff: float = 1.0,
+    short_scan: bool | None = None,
+    offset_detector: bool | None = None,
+):
+    """FDK reconstruction of a circular cone-beam scan.
+
+    Args:
+        projections: (n_views, nv, nu) float32 line integrals (after ``-log``), NumPy (CPU) or CuPy (GPU).
+        geom: the acquisition geometry; ``geom.angles`` give the angular weights (non-uniform angles work).
+        filter: ramp window: ``"ram-lak"``, ``"shepp-logan"``, ``"cosine"``, ``"hamming"`` or ``"hann"``.
+        cutoff: window frequency scaling in (0, 1]; frequencies above ``cutoff`` × Nyquist are removed.
+        short_scan: Parker weights; ``None`` detects a short scan (largest angular gap over 20°).
+        offset_detector: offset-detector (half-fan) weights; ``None`` applies them when the detector is
+            displaced by more than 5 % of its fan.
+
+    Returns:
+        (nz, ny, nx) attenuation in mm⁻¹ on ``geom.volume``, same dtype and device as ``projections``.
+    """
+    filtered, filtered_geom = fdk_filter(
+        projections, geom, filter=filter, cutoff=cutoff, short_scan=short_scan, offset_detector=offset_detector
+    )
+    return backproject(filtered, filtered_geom, weighting="fdk")

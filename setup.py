@@ -1,0 +1,31 @@
+"""Package definition for cbct: cone-beam CT reconstruction for dental CBCT."""
+
+from setuptools import find_packages, setup
+
+setup(
+    name="cbct",
+    version="0.1.0",
+    description="Cone-beam CT reconstruction for dental CBCT: CPU and CUDA operators, FDK, learned corrections",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.10",
+    packages=find_packages(include=["cbct", "cbct.*"]),
+    package_data={"cbct": ["csrc/*.cu", "models/*.pt", "models/*.md", "pipelines/*.yaml"]},
+    include_package_data=True,
+    install_requires=[
+        "numpy>=1.24",
+        "scipy>=1.10",
+        "numba>=0.58",
+        "h5py>=3.8",
+        "pillow>=9.0",
+        "pyyaml>=6.0",
+        "tqdm>=4.60",
+    ],
+    extras_require={
+        "gpu": ["cupy-cuda12x>=13.0"],
+        "torch": ["torch>=2.1"],
+        "io": ["tifffile>=2023.1", "nibabel>=5.0", "pydicom>=2.4"],
+        "test": ["pytest>=7.0", "torch>=2.1", "itk-rtk>=2.5", "tifffile>=2023.1", "nibabel>=5.0", "pydicom>=2.4"],
+    },
+    entry_points={"console_scripts": ["cbct=cbct.cli:main"]},
+)
