@@ -1,0 +1,1 @@
+"""Simulation of scans: noise (here), rigid patient motion (``motion``), sparse views (``sparse``)."""
