@@ -1,0 +1,55 @@
+"""Shared test configuration: data location, the GPU marker, small geometries."""
+
+from __future__ import annotations
+
+import pathlib
+
+import numpy as np
+import pytest
+
+import cbct
+
+DATA_DIR = pathlib.Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+def gpu_available() -> bool:
+    try:
+        import cupy
+
+        return cupy.cuda.runtime.getDeviceCount() > 0
+    except Exception:  # no CuPy, no driver or no device
+        return False
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "gpu: needs a CUDA GPU and CuPy; skipped where there is none")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if gpu_available():
+        return
+    skip = pytest.mark.skip(reason="no CUDA GPU (CuPy with a device) on this machine")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> pathlib.Path:
+    if not DATA_DIR.is_dir():
+        raise FileNotFoundError(f"the shared data folder is missing: {DATA_DIR}")
+    return DATA_DIR
+
+
+@pytest.fixture
+def small_geometry() -> cbct.ConeGeometry:
+    """A small full-circle scan: 64³ volume of 1 mm voxels, 90 views of 64 × 96 pixels of 1.2 mm."""
+    return cbct.ConeGeometry.circular(
+        dso=400.0, dsd=600.0, detector_shape=(64, 96), detector_pixel_size=1.2,
+        volume_shape=64, voxel_size=1.0, n_views=90,
+    )
+
+
+@pytest.fixture
+def rng() -> np.random.Generator:
+    return np.random.default_rng(1234)
