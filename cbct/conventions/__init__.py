@@ -1,0 +1,1 @@
+"""Converters between :class:`cbct.ConeGeometry` and the geometry conventions of TIGRE, ASTRA and RTK."""
