@@ -195,6 +195,8 @@ class ConeGeometry:
         angles = np.asarray(angles, dtype=np.float64).reshape(-1)
         if angles.size == 0:
             raise ValueError("angles must not be empty")
+        if not np.all(np.isfinite(angles)):
+            raise ValueError("angles must be finite")
         dv, du = np.broadcast_to(np.asarray(detector_pixel_size, np.float64), (2,))
         if dv <= 0 or du <= 0:
             raise ValueError(f"detector_pixel_size must be positive, got {(dv, du)}")
