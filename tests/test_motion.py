@@ -139,6 +139,10 @@ def test_seeded_reproducibility_and_parameter_split():
     assert evaluate_motion(params, 90) == a
     assert 2 <= len(params.components) <= 3 and {comp.kind for comp in params.components} <= set(COMPONENT_KINDS)
     assert params.max_rotation_deg() <= 2.0 + 1e-9 and params.max_translation_mm() <= 2.0 + 1e-9
+    kinds = ("jerk", "drift", "nodding", "tremor")
+    for seed in range(20):  # a held-out kind never appears in a mixture drawn without it
+        drawn = sample_motion_parameters(waveform="mixed", mixed_kinds=kinds, rng=seed).components
+        assert {comp.kind for comp in drawn} <= set(kinds)
 
 
 def test_rotation_vector_round_trip():

@@ -385,16 +385,19 @@ def _component(kind: str, rot_amp: float, trans_amp: float, rng: np.random.Gener
     raise ValueError(f"unknown component kind {kind!r}")
 
 
-def _single(kind: str) -> Callable[[float, float, np.random.Generator], list[tuple[str, float]]]:
+Recipe = Callable[[np.random.Generator, Sequence[str]], list[tuple[str, float]]]
+
+
+def _single(kind: str) -> Recipe:
     """A waveform made of one component: the whole budget goes to it (tremor: at most a quarter of it)."""
     share = 0.25 if kind == "tremor" else 1.0
-    return lambda rng: [(kind, share)]
+    return lambda rng, kinds: [(kind, share)]
 
 
-def _mixed(rng: np.random.Generator) -> list[tuple[str, float]]:
-    """2 or 3 distinct components whose amplitude shares sum to 1 (tremor's share capped at a quarter)."""
-    n = int(rng.integers(2, 4))
-    kinds = list(rng.choice(COMPONENT_KINDS, size=n, replace=False))
+def _mixed(rng: np.random.Generator, kinds: Sequence[str] = COMPONENT_KINDS) -> list[tuple[str, float]]:
+    """2 or 3 distinct components of ``kinds`` whose amplitude shares sum to 1 (tremor's share capped at a quarter)."""
+    n = min(int(rng.integers(2, 4)), len(kinds))
+    kinds = [str(k) for k in rng.choice(list(kinds), size=n, replace=False)]
     shares = rng.dirichlet(np.ones(n))
     if "tremor" in kinds:
         i = kinds.index("tremor")
@@ -406,8 +409,8 @@ def _mixed(rng: np.random.Generator) -> list[tuple[str, float]]:
     return [(str(k), float(s)) for k, s in zip(kinds, shares)]
 
 
-#: waveform name -> function ``rng -> [(component kind, share of the amplitude budget), ...]``
-WAVEFORMS: Mapping[str, Callable[[np.random.Generator], list[tuple[str, float]]]] = types.MappingProxyType(
+#: waveform name -> recipe ``(rng, mixed_kinds) -> [(component kind, share of the amplitude budget), ...]``
+WAVEFORMS: Mapping[str, Recipe] = types.MappingProxyType(
     {**{kind: _single(kind) for kind in COMPONENT_KINDS}, "mixed": _mixed}
 )
 
@@ -428,6 +431,7 @@ def sample_motion_parameters(
     min_fraction: float = 0.25,
     pivot: Sequence[float] = (0.0, 0.0, 0.0),
     reference: Reference = "mean",
+    mixed_kinds: Sequence[str] = COMPONENT_KINDS,
     rng: np.random.Generator | int | None = None,
 ) -> MotionParameters:
     """The random part: draw the parameters of a motion of the given waveform.
@@ -443,6 +447,7 @@ def sample_motion_parameters(
         min_fraction: smallest drawn amplitude as a fraction of the bounds, in [0, 1].
         pivot: world ``(x, y, z)`` centre of rotation, mm.
         reference: ``"mean"`` or ``"first"`` (see the module notes).
+        mixed_kinds: the component kinds ``"mixed"`` draws from (e.g. leave one out for a held-out waveform).
         rng: a Generator or a seed.
     """
     if waveform not in WAVEFORMS:
@@ -452,8 +457,11 @@ def sample_motion_parameters(
             raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
     if not 0.0 <= min_fraction <= 1.0:
         raise ValueError(f"min_fraction must lie in [0, 1], got {min_fraction}")
+    mixed_kinds = tuple(mixed_kinds)
+    if len(mixed_kinds) < 2 or len(set(mixed_kinds)) != len(mixed_kinds) or not set(mixed_kinds) <= set(COMPONENT_KINDS):
+        raise ValueError(f"mixed_kinds must be >= 2 distinct kinds of {COMPONENT_KINDS}, got {mixed_kinds}")
     gen = _generator(rng)
-    parts = WAVEFORMS[waveform](gen)
+    parts = WAVEFORMS[waveform](gen, mixed_kinds)
     rot_total = math.radians(max_rotation_deg) * gen.uniform(min_fraction, 1.0)
     trans_total = max_translation_mm * gen.uniform(min_fraction, 1.0)
     comps = tuple(_component(kind, rot_total * share, trans_total * share, gen) for kind, share in parts)
