@@ -1,0 +1,169 @@
+"""A scan: projections (line integrals) or raw counts with dark/flat frames, its geometry and metadata."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from cbct.geometry import ConeGeometry
+if TYPE_CHECKING:
+    from cbct.io.volume import Volume
+    from cbct.pipeline.state import PipelineState
+
+__all__ = ["Scan", "ScanError"]
+
+
+class ScanError(ValueError):
+    """A scan's arrays do not fit together (shape, dtype, non-finite values); the message names the scan."""
+
+
+def _count_bad(x: np.ndarray) -> tuple[int, tuple[int, ...] | None]:
+    bad = ~np.isfinite(x)
+    n = int(bad.sum())
+    return n, (tuple(int(i) for i in np.argwhere(bad)[0]) if n else None)
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Scan:
+    """One cone-beam scan.
+
+    Exactly one of ``projections`` (line integrals, after ``-log``) and ``counts`` (raw detector counts, with
+    ``flat`` and optionally ``dark`` frames) is set. Build one with :meth:`from_arrays` or :meth:`read`.
+
+    Attributes:
+        geometry: the acquisition geometry; ``geometry.projection_shape`` is the shape of the data.
+        projections: (n_views, nv, nu) float32 line integrals, or ``None``.
+        counts: (n_views, nv, nu) raw counts (any real dtype), or ``None``.
+        dark: dark frames (n, nv, nu) or (nv, nu), or ``None`` (zero).
+        flat: flat (open beam) frames (n, nv, nu) or (nv, nu); required with ``counts``.
+        metadata: JSON-serialisable description: ``id``, source, units, provenance, ...
+        reference: optional ground-truth volume (simulated scans).
+    """
+
+    geometry: ConeGeometry
+    projections: np.ndarray | None = None
+    counts: np.ndarray | None = None
+    dark: np.ndarray | None = None
+    flat: np.ndarray | None = None
+    metadata: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    reference: Volume | None = None
+
+    def __post_init__(self) -> None:
+        name = f"scan '{self.id}'"
+        if not isinstance(self.geometry, ConeGeometry):
+            raise ScanError(f"{name}: geometry must be a cbct.ConeGeometry, got {type(self.geometry).__name__}")
+        if (self.projections is None) == (self.counts is None):
+            raise ScanError(f"{name}: give exactly one of projections (line integrals) and counts (raw data)")
+        expected = self.geometry.projection_shape
+        field = "projections" if self.projections is not None else "counts"
+        data = np.asarray(self.projections if self.projections is not None else self.counts)
+        if data.dtype.kind not in "fiu":
+            raise ScanError(f"{name}: {field} must be a real numeric array, got dtype {data.dtype}")
+        if data.shape != expected:
+            raise ScanError(f"{name}: {field} have shape {data.shape} but the geometry describes {expected} "
+                            f"(n_views, nv, nu): projections and geometry do not match")
+        if data.dtype.kind == "f":
+            n_bad, first = _count_bad(data)
+            if n_bad:
+                raise ScanError(f"{name}: {field} contain {n_bad} NaN or infinite values (first at (view, v, u) = {first})")
+        if self.projections is not None:
+            object.__setattr__(self, "projections", np.ascontiguousarray(data, dtype=np.float32))
+            if self.dark is not None or self.flat is not None:
+                raise ScanError(f"{name}: dark/flat frames go with raw counts, not with line-integral projections")
+        else:
+            object.__setattr__(self, "counts", data)
+            if self.flat is None:
+                raise ScanError(f"{name}: raw counts need flat (open beam) frames")
+            for frame_name in ("dark", "flat"):
+                frames = getattr(self, frame_name)
+                if frames is None:
+                    continue
+                arr = np.asarray(frames)
+                if arr.shape[-2:] != expected[1:] or arr.ndim not in (2, 3):
+                    raise ScanError(f"{name}: {frame_name} frames must have shape (n, {expected[1]}, {expected[2]}) "
+                                    f"or ({expected[1]}, {expected[2]}), got {arr.shape}")
+                if arr.dtype.kind == "f" and _count_bad(arr)[0]:
+                    raise ScanError(f"{name}: {frame_name} frames contain NaN or infinite values")
+                object.__setattr__(self, frame_name, arr)
+        object.__setattr__(self, "metadata", dict(self.metadata))
+        if self.reference is not None and self.reference.grid.shape != self.geometry.volume.shape:
+            raise ScanError(f"{name}: reference volume shape {self.reference.grid.shape} differs from the geometry's "
+                            f"volume grid {self.geometry.volume.shape}")
+
+    # ------------------------------------------------------------------ constructors
+    @classmethod
+    def from_arrays(
+        cls,
+        geometry: ConeGeometry,
+        *,
+        projections: np.ndarray | None = None,
+        counts: np.ndarray | None = None,
+        dark: np.ndarray | None = None,
+        flat: np.ndarray | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        reference: Volume | None = None,
+    ) -> Scan:
+        """A scan from in-memory arrays (validated: shapes against the geometry, finite values)."""
+        return cls(geometry, projections, counts, dark, flat, dict(metadata or {}), reference)
+
+    @classmethod
+    def read(cls, path: str | os.PathLike, format: str | None = None, **options: Any) -> Scan:
+        """Read a scan from disk; ``format`` is detected from the path when ``None``.
+
+        Formats: ``cbct-hdf5`` (this project's scan file, ``docs/scan_format.md``), ``dxchange`` (Data Exchange
+        HDF5, parallel beam, e.g. tomopy's ``tooth.h5``), ``walnut`` (TIFF stack + ASTRA ``cone_vec`` file in the
+        layout of the CWI Walnut CBCT data), ``tiff-conevec`` (a generic TIFF stack + ``cone_vec`` file).
+        ``options`` go to the reader (see :func:`cbct.io.read_scan`).
+        """
+        from cbct.io import read_scan
+
+        return read_scan(path, format=format, **options)
+
+    def write(self, path: str | os.PathLike, *, overwrite: bool = True) -> None:
+        """Write the scan in the project's HDF5 scan format (atomically)."""
+        from cbct.io.hdf5 import write_scan
+
+        write_scan(self, path, overwrite=overwrite)
+
+    # ------------------------------------------------------------------ views of the data
+    @property
+    def id(self) -> str:
+        return str(self.metadata.get("id", "scan")) if isinstance(self.metadata, Mapping) else "scan"
+
+    @property
+    def is_raw(self) -> bool:
+        """Whether the scan holds raw counts (preprocessing needed) rather than line integrals."""
+        return self.counts is not None
+
+    def line_integrals(self, **options: Any) -> np.ndarray:
+        """(n_views, nv, nu) float32 line integrals: the projections, or the counts after dark/flat and ``-log``
+        (``options`` go to :func:`cbct.preprocess.counts_to_line_integrals`)."""
+        if self.projections is not None:
+            return self.projections
+        from cbct.preprocess import counts_to_line_integrals
+
+        try:
+            return counts_to_line_integrals(self.counts, dark=self.dark, flat=self.flat, **options)
+        except ValueError as exc:
+            raise ScanError(f"scan '{self.id}': {exc}") from None
+
+    def with_metadata(self, **changes: Any) -> Scan:
+        """A copy with metadata entries added or replaced."""
+        return dataclasses.replace(self, metadata={**self.metadata, **changes})
+
+    def to_state(self) -> PipelineState:
+        """The pipeline state a run starts from."""
+        from cbct.pipeline.state import PipelineState
+
+        raw = {} if self.counts is None else {"counts": self.counts, "dark": self.dark, "flat": self.flat}
+        extras = {} if self.reference is None else {"reference": self.reference}
+        return PipelineState(geometry=self.geometry, projections=self.projections, raw=raw,
+                             metadata=dict(self.metadata), extras=extras)
+
+    def __repr__(self) -> str:
+        kind = "counts" if self.is_raw else "projections"
+        return f"Scan(id={self.id!r}, {kind}={self.geometry.projection_shape}, geometry={self.geometry!r})"
