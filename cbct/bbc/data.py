@@ -1,0 +1,365 @@
+"""Training and evaluation data for BBC-Recon: dense simulated projection sequences and training triplets.
+
+Sources of anatomy (``kind``):
+
+- ``"dental_ellipsoids"``: a procedural dental head made of ellipsoids and elliptic cylinders (head, airway, cervical
+  spine, mandible and maxilla arches, teeth with crowns, roots and pulp, optional metal fillings), random per seed;
+  projected exactly (analytic line integrals, no discretisation error).
+- ``"dental"``: the project's procedural dental phantom :func:`cbct.phantoms.dental.dental_phantom`, voxelised and
+  forward projected (used when that module is installed).
+- ``"tigre_head"``: TIGRE's head phantom (``head_phantom.mat``, real-anatomy-derived), a random axial section and
+  orientation per seed, forward projected.
+- ``"head_mha"``: the real CT of a head (VTK ``headsq``, ``head.mha``), forward projected. Kept for evaluation.
+
+A sequence is the clean line integrals of a full dense circular scan, ``(n_views, nv, nu)``. Noise is added when a
+sample is drawn (training) or once per scan with a given seed (evaluation). Sequences are cached as float16 ``.npy``
+files keyed by scan settings, kind and seed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import pathlib
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from cbct.geometry import ConeGeometry, VolumeGrid
+from cbct.operators import project
+from cbct.phantoms.ellipsoids import Ellipsoid, line_integrals
+from cbct.simulation.noise import add_noise
+
+log = logging.getLogger(__name__)
+
+DATA_DIR = pathlib.Path(__file__).resolve().parents[2].parent / "shared" / "data"
+MU_WATER = 0.02  # mm^-1, roughly water at 70 keV
+KINDS = ("dental_ellipsoids", "dental", "tigre_head", "head_mha")
+
+__all__ = [
+    "ScanConfig",
+    "TripletSampler",
+    "dental_ellipsoids",
+    "dense_sequence",
+    "load_sequences",
+    "noisy",
+]
+
+
+@dataclasses.dataclass(frozen=True)
+class ScanConfig:
+    """A dense full-circle circular scan (the geometry every sequence is simulated with).
+
+    Attributes:
+        dso, dsd: source to axis and source to detector distances, mm.
+        detector_shape: ``(nv, nu)`` pixels.
+        detector_pixel_size: mm.
+        volume_shape: ``(nz, ny, nx)`` reconstruction grid.
+        voxel_size: mm.
+        n_views: views of the dense (full) scan over 360 degrees.
+    """
+
+    dso: float = 500.0
+    dsd: float = 700.0
+    detector_shape: tuple[int, int] = (96, 128)
+    detector_pixel_size: float = 2.15
+    volume_shape: tuple[int, int, int] = (80, 128, 128)
+    voxel_size: float = 1.5
+    n_views: int = 360
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "detector_shape", tuple(int(x) for x in self.detector_shape))
+        object.__setattr__(self, "volume_shape", tuple(int(x) for x in self.volume_shape))
+        if len(self.detector_shape) != 2 or len(self.volume_shape) != 3:
+            raise ValueError(f"detector_shape must be (nv, nu) and volume_shape (nz, ny, nx), got {self.detector_shape}, {self.volume_shape}")
+        if self.n_views < 8:
+            raise ValueError(f"n_views must be at least 8, got {self.n_views}")
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ScanConfig:
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(d) - names
+        if unknown:
+            raise ValueError(f"unknown scan settings {sorted(unknown)}; expected some of {sorted(names)}")
+        return cls(**d)
+
+    def geometry(self) -> ConeGeometry:
+        return ConeGeometry.circular(
+            dso=self.dso, dsd=self.dsd, detector_shape=self.detector_shape, detector_pixel_size=self.detector_pixel_size,
+            volume_shape=self.volume_shape, voxel_size=self.voxel_size, n_views=self.n_views,
+        )
+
+    def fov_radius(self) -> float:
+        """Radius in mm of the cylinder about the axis that every view sees (the reconstructable field of view)."""
+        half_width = self.detector_shape[1] * self.detector_pixel_size / 2
+        return float(self.dso * np.sin(np.arctan(half_width / self.dsd)))
+
+    def key(self) -> str:
+        return hashlib.sha1(json.dumps(dataclasses.asdict(self), sort_keys=True).encode()).hexdigest()[:10]
+
+
+def _gen(rng: np.random.Generator | int) -> np.random.Generator:
+    return rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
+
+
+# ---------------------------------------------------------------------------------------------------- phantoms
+def dental_ellipsoids(rng: np.random.Generator | int, *, radius: float = 85.0) -> list[Ellipsoid]:
+    """A random dental head of ellipsoids (world mm, ``z`` up, anterior towards ``+y`` before a random turn).
+
+    Densities add (mm⁻¹): soft tissue ~0.02, cortical bone +0.02..0.03 above it, enamel/dentine +0.03..0.05,
+    metal fillings (probability 0.3 per arch) +0.15..0.3. The head fits a cylinder of ``radius`` mm about the axis.
+    """
+    g = _gen(rng)
+    s = radius / 85.0 * g.uniform(0.85, 1.0)  # overall size
+    turn = g.uniform(0, 2 * np.pi)
+    shift = g.uniform(-4, 4, size=2) * s
+    z0 = g.uniform(-10, 10)
+    parts: list[tuple[float, tuple[float, float, float], tuple[float, float, float], float, bool]] = []
+    mu = MU_WATER * g.uniform(0.95, 1.05)
+    # head and soft tissue
+    parts.append((mu, (0, 0, 0), (g.uniform(68, 76) * s, g.uniform(78, 84) * s, 110), 0.0, True))
+    parts.append((-0.3 * mu, (0, -8 * s, 35), (g.uniform(50, 58) * s, g.uniform(58, 66) * s, 25), 0.0, False))  # sinus / nasal cavity
+    parts.append((-mu, (0, g.uniform(-22, -14) * s, 0), (g.uniform(7, 11) * s, g.uniform(6, 9) * s, 60), g.uniform(-0.3, 0.3), True))  # airway
+    # cervical spine with its canal
+    parts.append((0.6 * mu, (0, -50 * s, -10), (12 * s, 11 * s, 80), 0.0, True))
+    parts.append((-0.5 * mu, (0, -56 * s, -10), (5 * s, 5 * s, 80), 0.0, True))
+    # lateral bones (rami, zygoma)
+    for side in (-1, 1):
+        parts.append((0.9 * mu, (side * 52 * s, -18 * s, -10), (5 * s, 14 * s, 28), side * g.uniform(0.15, 0.35), False))
+        parts.append((0.7 * mu, (side * 55 * s, 10 * s, 38), (6 * s, 18 * s, 7), side * 0.3, False))
+    # arches: mandible (below) and maxilla (above); teeth along each
+    for arch, (zb, zt, tooth_dir) in enumerate(((-30.0, -12.0, 1.0), (28.0, 10.0, -1.0))):
+        width = g.uniform(40, 48) * s
+        depth = g.uniform(42, 50) * s
+        y_front = g.uniform(38, 46) * s
+        n_bone = 16
+        for a in np.linspace(-np.pi / 2 * 0.95, np.pi / 2 * 0.95, n_bone):
+            x, y = width * np.sin(a), y_front - depth * (1 - np.cos(a))
+            phi = np.arctan2(depth * np.sin(a), width * np.cos(a))  # tangent direction of the arch
+            parts.append((1.1 * mu, (x, y, zb + z0 * 0.2), (7.0 * s, 5.5 * s, 12.0), phi, False))
+            parts.append((-0.5 * mu, (x, y, zb + z0 * 0.2), (4.0 * s, 3.0 * s, 8.0), phi, False))  # marrow
+        n_teeth = 14
+        metal = g.random() < 0.3
+        for k, a in enumerate(np.linspace(-np.pi / 2 * 0.9, np.pi / 2 * 0.9, n_teeth)):
+            if g.random() < 0.08:
+                continue  # missing tooth
+            x, y = width * np.sin(a), y_front - depth * (1 - np.cos(a))
+            phi = np.arctan2(depth * np.sin(a), width * np.cos(a))
+            molar = abs(a) > 0.9
+            cw = (4.5 if molar else 3.2) * s * g.uniform(0.9, 1.1)
+            ch = (5.0 if molar else 3.0) * s * g.uniform(0.9, 1.1)
+            zc = zt + z0 * 0.2
+            d_t = mu * g.uniform(1.6, 2.4)
+            parts.append((d_t, (x, y, zc), (cw, ch, 5.0), phi, False))  # crown
+            parts.append((0.8 * d_t, (x, y, zc - tooth_dir * 11), (0.5 * cw, 0.55 * ch, 8.0), phi, False))  # root
+            parts.append((-0.6 * d_t, (x, y, zc - tooth_dir * 3), (0.3 * cw, 0.3 * ch, 5.0), phi, False))  # pulp
+            if metal and molar and g.random() < 0.5:
+                parts.append((g.uniform(0.15, 0.3), (x, y, zc + tooth_dir * 2.5), (0.5 * cw, 0.5 * ch, 1.8), phi, False))
+    c, sn = np.cos(turn), np.sin(turn)
+    out = []
+    for dens, (x, y, z), axes, phi, cyl in parts:
+        xr, yr = c * x - sn * y + shift[0], sn * x + c * y + shift[1]
+        out.append(Ellipsoid(float(dens), (float(xr), float(yr), float(z + z0)), tuple(float(v) for v in axes), float(phi + turn), cyl))
+    return out
+
+
+def _read_mha(path: pathlib.Path) -> tuple[np.ndarray, tuple[float, float, float]]:
+    """A MetaImage (uncompressed, ``ElementDataFile = LOCAL``): (z, y, x) array and spacing (dz, dy, dx)."""
+    raw = path.read_bytes()
+    marker = b"ElementDataFile = LOCAL"
+    end = raw.find(marker)
+    if end < 0:
+        raise ValueError(f"{path}: not an uncompressed MetaImage with local data")
+    header = dict(line.split(" = ", 1) for line in raw[:end].decode().splitlines() if " = " in line)
+    dims = [int(v) for v in header["DimSize"].split()]
+    spacing = [float(v) for v in header["ElementSpacing"].split()]
+    types = {"MET_USHORT": "<u2", "MET_SHORT": "<i2", "MET_FLOAT": "<f4", "MET_UCHAR": "u1"}
+    data_start = raw.index(b"\n", end) + 1
+    arr = np.frombuffer(raw[data_start:], dtype=types[header["ElementType"]], count=int(np.prod(dims)))
+    return arr.reshape(dims[::-1]).astype(np.float32), (spacing[2], spacing[1], spacing[0])
+
+
+def _real_volume(kind: str) -> tuple[np.ndarray, VolumeGrid]:
+    """A real-anatomy volume in mm⁻¹ and its grid (centred), from ``cbct.phantoms.real`` when present."""
+    try:  # the project's loaders, when installed
+        from cbct.phantoms import real  # type: ignore[attr-defined]
+
+        vol, grid = real.load_head_mha() if kind == "head_mha" else real.load_tigre_head()
+        return np.asarray(vol, np.float32), grid
+    except ImportError:
+        pass
+    if kind == "head_mha":
+        vol, spacing = _read_mha(DATA_DIR / "head.mha")
+        return (vol * (MU_WATER / 1000.0)).astype(np.float32), VolumeGrid(vol.shape, spacing)
+    import scipy.io
+
+    img = scipy.io.loadmat(DATA_DIR / "head_phantom.mat")["img"].transpose(2, 1, 0)
+    # soft tissue ~0.42, bone up to 1: 0.05 mm^-1 per unit puts soft tissue at water
+    return np.ascontiguousarray(img * 0.05, dtype=np.float32), VolumeGrid(img.shape, 0.75)
+
+
+def _fit_grid(vol: np.ndarray, grid: VolumeGrid, radius: float, g: np.random.Generator, z_shift: float) -> VolumeGrid:
+    """Scale the voxel size so the object fits a cylinder of ``radius`` mm and centre it in (x, y)."""
+    mask = vol > 0.25 * MU_WATER
+    zz, yy, xx = np.nonzero(mask)
+    dz, dy, dx = grid.voxel_size
+    cy, cx = (yy.min() + yy.max()) / 2, (xx.min() + xx.max()) / 2
+    r_vox = np.sqrt(((yy - cy) * dy) ** 2 + ((xx - cx) * dx) ** 2).max()
+    f = min(1.0, radius / r_vox) if r_vox > 0 else 1.0
+    ny, nx = vol.shape[1:]
+    oy = -((cy - (ny - 1) / 2) * dy * f)
+    ox = -((cx - (nx - 1) / 2) * dx * f)
+    return VolumeGrid(vol.shape, (dz * f, dy * f, dx * f), (z_shift, oy, ox))
+
+
+def dense_sequence(scan: ScanConfig, kind: str, seed: int, *, cache_dir: str | pathlib.Path | None = None) -> np.ndarray:
+    """Clean line integrals (n_views, nv, nu) float32 of the anatomy ``kind`` number ``seed`` under ``scan``.
+
+    Cached as float16 in ``cache_dir`` when given. For the voxel sources the orientation (start angle), axial section
+    and mirroring are drawn from ``seed``.
+    """
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+    path = None
+    if cache_dir is not None:
+        path = pathlib.Path(cache_dir) / f"seq_{scan.key()}_{kind}_{int(seed)}.npy"
+        if path.exists():
+            return np.load(path).astype(np.float32)
+    g = np.random.default_rng([int(seed), KINDS.index(kind)])
+    geom = scan.geometry()
+    radius = 0.95 * scan.fov_radius()
+    if kind == "dental_ellipsoids":
+        proj = line_integrals(dental_ellipsoids(g, radius=radius), geom)
+    elif kind == "dental":
+        from cbct.phantoms.dental import dental_phantom  # type: ignore[import-not-found]
+
+        vol = dental_phantom(geom.volume, rng=int(seed))
+        proj = project(np.ascontiguousarray(vol, dtype=np.float32), geom)
+    else:
+        vol, grid = _real_volume(kind)
+        if g.random() < 0.5:
+            vol = vol[:, :, ::-1]
+        z_extent = grid.size[0]
+        z_shift = g.uniform(-0.25, 0.25) * max(0.0, z_extent - geom.volume.size[0]) if kind == "tigre_head" else 0.0
+        vgrid = _fit_grid(vol, grid, radius, g, z_shift)
+        start = g.uniform(0, 2 * np.pi)
+        vgeom = ConeGeometry.circular(
+            dso=scan.dso, dsd=scan.dsd, detector_shape=scan.detector_shape, detector_pixel_size=scan.detector_pixel_size,
+            volume_shape=vgrid.shape, voxel_size=vgrid.voxel_size, volume_offset=vgrid.offset, n_views=scan.n_views,
+            start_angle=start,
+        )
+        proj = project(np.ascontiguousarray(vol, dtype=np.float32), vgeom)
+    proj = np.ascontiguousarray(proj, dtype=np.float32)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _ignore_folder(path.parent)
+        np.save(path, proj.astype(np.float16))
+    log.info("simulated %s seed %d: %s views, max line integral %.2f", kind, seed, proj.shape[0], float(proj.max()))
+    return proj
+
+
+def _ignore_folder(folder: pathlib.Path) -> None:
+    """Keep a cache folder out of git (a ``.gitignore`` of ``*`` inside it)."""
+    top = folder
+    while top.parent != top and top.name != ".cache":
+        top = top.parent
+    target = top if top.name == ".cache" else folder
+    gi = target / ".gitignore"
+    if not gi.exists():
+        gi.write_text("*\n")
+
+
+def load_sequences(scan: ScanConfig, sources: Sequence[dict[str, Any]], *, cache_dir: str | pathlib.Path | None = None) -> list[np.ndarray]:
+    """Sequences for ``sources``: dicts ``{"kind": ..., "seeds": [first, stop]}`` (seeds ``range(first, stop)``)
+    or ``{"kind": ..., "seed_list": [...]}``."""
+    out = []
+    for src in sources:
+        kind = src.get("kind")
+        if "seed_list" in src:
+            seeds = [int(s) for s in src["seed_list"]]
+        elif "seeds" in src:
+            a, b = src["seeds"]
+            seeds = list(range(int(a), int(b)))
+        else:
+            raise ValueError(f"a data source needs 'seeds: [first, stop]' or 'seed_list', got {src}")
+        for seed in seeds:
+            out.append(dense_sequence(scan, kind, seed, cache_dir=cache_dir))
+    return out
+
+
+def noisy(projections: np.ndarray, i0: float, rng: np.random.Generator | int) -> np.ndarray:
+    """Poisson-noisy line integrals at ``i0`` photons per pixel (``i0 <= 0``: no noise)."""
+    if i0 <= 0:
+        return np.asarray(projections, np.float32)
+    return add_noise(projections, i0=i0, rng=rng)
+
+
+class TripletSampler:
+    """Training triplets ``(view a, view b, target at t)`` from dense full-circle sequences.
+
+    Each sample picks a sequence, a gap ``g`` in ``[gap_min, gap_max]`` views, a first view ``i`` (the pair may
+    wrap around the end of the circle), and ``k`` in ``1..g-1``: ``a = seq[i]``, ``b = seq[i + g]``,
+    target ``seq[i + k]``, ``t = k / g``. Augmentations: random crop, mirror along u and v, time reversal
+    (``a``/``b`` swapped, ``t -> 1 - t``). The two inputs get Poisson noise at an ``i0`` drawn log-uniformly in
+    ``i0_range``; the target stays clean.
+    """
+
+    def __init__(
+        self,
+        sequences: Sequence[np.ndarray],
+        *,
+        crop: tuple[int, int] = (64, 64),
+        gap_range: tuple[int, int] = (2, 12),
+        i0_range: tuple[float, float] = (5e4, 5e5),
+        rng: np.random.Generator | int,
+    ) -> None:
+        if not sequences:
+            raise ValueError("sequences must not be empty")
+        self.sequences = list(sequences)
+        self.crop = (int(crop[0]), int(crop[1]))
+        shape = self.sequences[0].shape[1:]
+        if any(s.shape[1:] != shape for s in self.sequences):
+            raise ValueError("all sequences must have the same detector shape")
+        if self.crop[0] > shape[0] or self.crop[1] > shape[1]:
+            raise ValueError(f"crop {self.crop} is larger than the detector {shape}")
+        lo, hi = int(gap_range[0]), int(gap_range[1])
+        if not 2 <= lo <= hi:
+            raise ValueError(f"gap_range must satisfy 2 <= min <= max, got {gap_range}")
+        self.gap_range = (lo, hi)
+        self.i0_range = (float(i0_range[0]), float(i0_range[1]))
+        self.rng = _gen(rng)
+
+    def sample(self, batch: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """``(a, b, target, t)``: (batch, 1, h, w) float32 ×3 and (batch,) float32."""
+        g = self.rng
+        h, w = self.crop
+        a_out = np.empty((batch, 1, h, w), np.float32)
+        b_out = np.empty_like(a_out)
+        y_out = np.empty_like(a_out)
+        t_out = np.empty(batch, np.float32)
+        for n in range(batch):
+            seq = self.sequences[int(g.integers(len(self.sequences)))]
+            nviews, nv, nu = seq.shape
+            gap = int(g.integers(self.gap_range[0], self.gap_range[1] + 1))
+            i = int(g.integers(nviews))
+            k = int(g.integers(1, gap))
+            y0 = int(g.integers(nv - h + 1))
+            x0 = int(g.integers(nu - w + 1))
+            win = (slice(y0, y0 + h), slice(x0, x0 + w))
+            a, b, y = (np.asarray(seq[(i + j) % nviews][win], np.float32) for j in (0, gap, k))
+            t = k / gap
+            if g.random() < 0.5:
+                a, b, t = b, a, 1.0 - t
+            if g.random() < 0.5:
+                a, b, y = a[:, ::-1], b[:, ::-1], y[:, ::-1]
+            if g.random() < 0.5:
+                a, b, y = a[::-1], b[::-1], y[::-1]
+            i0 = float(np.exp(g.uniform(np.log(self.i0_range[0]), np.log(self.i0_range[1]))))
+            a_out[n, 0] = noisy(a, i0, g)
+            b_out[n, 0] = noisy(b, i0, g)
+            y_out[n, 0] = y
+            t_out[n] = t
+        return a_out, b_out, y_out, t_out

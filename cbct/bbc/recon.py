@@ -1,0 +1,88 @@
+"""BBC-Recon as functions: complete a sparse scan, reconstruct it, restore the volume."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+from cbct._checks import check_array, check_geometry
+from cbct.bbc.angles import plan_completion
+from cbct.bbc.model import FlowCompletionNet, complete_views
+from cbct.bbc.restoration import RestorationNet, restore_volume
+from cbct.fdk import fdk
+from cbct.geometry import ConeGeometry
+
+log = logging.getLogger(__name__)
+
+__all__ = ["complete_scan", "bbc_recon"]
+
+
+def _host(x) -> np.ndarray:
+    if hasattr(x, "get") and hasattr(x, "__cuda_array_interface__"):
+        return x.get()
+    if isinstance(x, torch.Tensor):
+        return x.detach().cpu().numpy()
+    return np.asarray(x)
+
+
+def complete_scan(
+    model: FlowCompletionNet,
+    projections,
+    geom: ConeGeometry,
+    *,
+    factor: int | None = None,
+    angles: Sequence[float] | np.ndarray | None = None,
+    target: ConeGeometry | None = None,
+    full_circle: bool | None = None,
+    device: str | torch.device | None = None,
+    pairs_per_batch: int = 8,
+) -> tuple[np.ndarray, ConeGeometry]:
+    """Synthesise the missing views of a sparse scan with the completion network.
+
+    Args:
+        model: the completion network (e.g. :func:`cbct.bbc.weights.load_completion`).
+        projections: (n_views, nv, nu) float32 sparse line integrals (NumPy, CuPy or torch).
+        geom: their geometry.
+        factor, angles, target: the dense views wanted (exactly one; see :func:`cbct.bbc.angles.plan_completion`).
+        full_circle: wrap-around between the last and the first view; ``None`` detects it.
+        device: torch device for the network (default: the model's).
+
+    Returns:
+        ``(dense_projections, dense_geometry)``: (n_dense, nv, nu) float32 NumPy array and its geometry.
+    """
+    geom = check_geometry(geom)
+    if not isinstance(projections, torch.Tensor):
+        projections = check_array(projections, "projections", geom.projection_shape, "the projection shape of the geometry")
+    elif tuple(projections.shape) != geom.projection_shape:
+        raise ValueError(f"projections must have shape {geom.projection_shape}, got {tuple(projections.shape)}")
+    plan = plan_completion(geom, factor=factor, angles=angles, target=target, full_circle=full_circle)
+    dense = complete_views(model, projections, plan, device=device, pairs_per_batch=pairs_per_batch)
+    log.info("completed %d -> %d views (%d synthesised)", geom.n_views, plan.geometry.n_views, plan.missing.size)
+    return dense, plan.geometry
+
+
+def bbc_recon(
+    projections,
+    geom: ConeGeometry,
+    *,
+    completion: FlowCompletionNet,
+    restoration: RestorationNet | None = None,
+    factor: int | None = None,
+    target: ConeGeometry | None = None,
+    device: str | torch.device | None = None,
+    fdk_kwargs: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Full BBC-Recon: completion, FDK of the completed scan, restoration.
+
+    Returns a dict with ``"projections"`` (dense), ``"geometry"`` (dense), ``"fdk"`` (FDK of the completed scan,
+    (z, y, x) mm⁻¹) and ``"volume"`` (restored, or the FDK when ``restoration`` is ``None``).
+    """
+    dense, dense_geom = complete_scan(completion, projections, geom, factor=factor, target=target, device=device)
+    vol = fdk(dense, dense_geom, **(fdk_kwargs or {}))
+    out = {"projections": dense, "geometry": dense_geom, "fdk": _host(vol)}
+    out["volume"] = restore_volume(restoration, out["fdk"], device=device) if restoration is not None else out["fdk"]
+    return out

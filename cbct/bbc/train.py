@@ -1,0 +1,492 @@
+"""``cbct train bbc --config FILE``: train the completion network, then the restoration network.
+
+Seeded (every draw comes from ``seed``), resumable (a checkpoint with model, optimiser, step and the random states is
+written every ``checkpoint_every`` steps into ``out_dir``; a rerun continues from it), CPU- or GPU-sized by the config
+(``configs/bbc_cpu.yaml``, ``configs/bbc_gpu.yaml``), mixed precision on CUDA (bfloat16 autocast where supported,
+else float16 with gradient scaling). The final weights go to ``weights.completion`` and ``weights.restoration``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import hashlib
+import logging
+import math
+import os
+import pathlib
+import platform
+import time
+from typing import Any
+
+import numpy as np
+import torch
+import yaml
+
+from cbct.bbc.data import ScanConfig, TripletSampler, load_sequences, noisy
+from cbct.bbc.model import FlowCompletionConfig, FlowCompletionNet
+from cbct.bbc.restoration import RestorationConfig, RestorationNet, slice_stack
+from cbct.bbc.weights import load_completion, save_weights
+
+log = logging.getLogger(__name__)
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+
+DEFAULTS: dict[str, Any] = {
+    "seed": 0,
+    "device": "auto",
+    "threads": 1,
+    "out_dir": ".cache/bbc/run",
+    "cache_dir": ".cache/bbc",
+    "scan": {},
+    "noise": {"i0_range": [5.0e4, 5.0e5], "eval_i0": 2.0e5},
+    "data": {
+        "train": [{"kind": "dental_ellipsoids", "seeds": [0, 24]}, {"kind": "tigre_head", "seeds": [0, 8]}],
+        "val": [{"kind": "dental_ellipsoids", "seeds": [500, 502]}],
+        "eval": [{"kind": "dental_ellipsoids", "seeds": [1000, 1004]}, {"kind": "head_mha", "seed_list": [0, 1]}],
+    },
+    "completion": {
+        "model": {},
+        "steps": 3000,
+        "batch": 8,
+        "crop": [64, 64],
+        "gap_range": [2, 12],
+        "lr": 1.0e-3,
+        "weight_decay": 1.0e-4,
+        "warmup": 100,
+        "amp": True,
+        "checkpoint_every": 250,
+        "log_every": 50,
+    },
+    "restoration": {
+        "model": {},
+        "factors": [4, 8],
+        "sequences": 16,
+        "steps": 2000,
+        "batch": 8,
+        "crop": [96, 96],
+        "lr": 1.0e-3,
+        "weight_decay": 1.0e-4,
+        "warmup": 100,
+        "amp": True,
+        "checkpoint_every": 250,
+        "log_every": 50,
+    },
+    "weights": {"completion": "cbct/models/bbc_flow.pt", "restoration": "cbct/models/bbc_restore.pt"},
+}
+
+
+# ---------------------------------------------------------------------------------------------------- config
+def _merge(base: dict, over: dict, where: str = "") -> dict:
+    out = copy.deepcopy(base)
+    for k, v in over.items():
+        if k not in base:
+            raise ValueError(f"unknown setting {where}{k!r}; expected one of {sorted(base)}")
+        if isinstance(base[k], dict) and base[k] and isinstance(v, dict) and k not in ("scan", "model"):
+            out[k] = _merge(base[k], v, f"{where}{k}.")
+        else:
+            out[k] = copy.deepcopy(v)
+    return out
+
+
+def load_config(path: str | pathlib.Path | None) -> dict[str, Any]:
+    """The defaults overridden by the YAML file ``path`` (unknown keys are errors)."""
+    over: dict[str, Any] = {}
+    if path is not None:
+        p = pathlib.Path(path)
+        if not p.is_file():
+            raise FileNotFoundError(f"config file not found: {p}")
+        over = yaml.safe_load(p.read_text()) or {}
+        if not isinstance(over, dict):
+            raise ValueError(f"{p}: the config must be a mapping, got {type(over).__name__}")
+    return _merge(DEFAULTS, over)
+
+
+def resolve_path(p: str | pathlib.Path) -> pathlib.Path:
+    """Relative paths in configs are relative to the repository root."""
+    p = pathlib.Path(p)
+    return p if p.is_absolute() else ROOT / p
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(name)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(f"device {name!r} requested but CUDA is not available")
+    return dev
+
+
+def _amp_dtype(dev: torch.device) -> torch.dtype:
+    return torch.bfloat16 if dev.type == "cuda" and torch.cuda.is_bf16_supported() else torch.float16
+
+
+def _lr_at(step: int, total: int, warmup: int, base: float) -> float:
+    if step < warmup:
+        return base * (step + 1) / warmup
+    frac = (step - warmup) / max(1, total - warmup)
+    return base * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(1.0, frac))))
+
+
+def charbonnier(x: torch.Tensor, eps: float = 1e-3) -> torch.Tensor:
+    return torch.sqrt(x * x + eps * eps).mean()
+
+
+def _save_checkpoint(path: pathlib.Path, blob: dict) -> None:
+    tmp = path.with_suffix(".tmp")
+    torch.save(blob, tmp)
+    os.replace(tmp, path)
+
+
+def _describe_device(dev: torch.device, threads: int) -> str:
+    if dev.type == "cuda":
+        return f"{torch.cuda.get_device_name(dev)} (CUDA)"
+    return f"CPU ({platform.processor() or platform.machine()}), {threads} torch thread(s)"
+
+
+# ---------------------------------------------------------------------------------------------------- completion
+def _pair_scale(a: torch.Tensor, b: torch.Tensor, min_scale: float) -> torch.Tensor:
+    return (0.5 * (a.mean(dim=(1, 2, 3)) + b.mean(dim=(1, 2, 3)))).abs().clamp_min(min_scale)[:, None, None, None]
+
+
+def completion_loss(model: FlowCompletionNet, a, b, y, t) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Charbonnier loss of the synthesised view (and, half-weighted, of the fused warped views) in pair-normalised units."""
+    out = model(a, b, t)
+    s = _pair_scale(a, b, model.config.min_scale)
+    loss = charbonnier((out["view"].float() - y) / s) + 0.5 * charbonnier((out["blend"].float() - y) / s)
+    return loss, out
+
+
+def validation_set(cfg: dict, scan: ScanConfig, cache_dir: pathlib.Path) -> dict[int, tuple[np.ndarray, ...]]:
+    """Fixed full-detector triplets from the validation sequences at gaps 4 and 8 (seeded)."""
+    seqs = load_sequences(scan, cfg["data"]["val"], cache_dir=cache_dir)
+    out = {}
+    for gap in (4, 8):
+        sampler = TripletSampler(seqs, crop=scan.detector_shape, gap_range=(gap, gap),
+                                 i0_range=(cfg["noise"]["eval_i0"],) * 2, rng=np.random.default_rng([cfg["seed"], 99, gap]))
+        out[gap] = sampler.sample(24)
+    return out
+
+
+@torch.no_grad()
+def validate(model: FlowCompletionNet, val: dict[int, tuple[np.ndarray, ...]], dev: torch.device) -> dict[str, float]:
+    """PSNR (dB, range: the largest target value) of the network and of linear interpolation on the validation set."""
+    model.eval()
+    res = {}
+    for gap, (a, b, y, t) in val.items():
+        rng = float(y.max())
+        mse_net, mse_lin = [], []
+        for i in range(0, len(t), 8):
+            sl = slice(i, i + 8)
+            at, bt, tt = (torch.from_numpy(v[sl]).to(dev) for v in (a, b, t))
+            pred = model(at, bt, tt)["view"].float().cpu().numpy()
+            lin = (1 - t[sl, None, None, None]) * a[sl] + t[sl, None, None, None] * b[sl]
+            mse_net.append(((pred - y[sl]) ** 2).mean(axis=(1, 2, 3)))
+            mse_lin.append(((lin - y[sl]) ** 2).mean(axis=(1, 2, 3)))
+        res[f"psnr_net_gap{gap}"] = float(10 * np.log10(rng**2 / np.concatenate(mse_net).mean()))
+        res[f"psnr_linear_gap{gap}"] = float(10 * np.log10(rng**2 / np.concatenate(mse_lin).mean()))
+    model.train()
+    return res
+
+
+def train_completion(cfg: dict, *, resume: bool = True) -> pathlib.Path:
+    """Train the completion network per ``cfg``; returns the path of the final weights."""
+    cc = cfg["completion"]
+    dev = resolve_device(cfg["device"])
+    if dev.type == "cpu":
+        torch.set_num_threads(int(cfg["threads"]))
+    scan = ScanConfig.from_dict(cfg["scan"])
+    cache_dir = resolve_path(cfg["cache_dir"])
+    out_dir = resolve_path(cfg["out_dir"])
+    out_dir.mkdir(parents=True, exist_ok=True)
+    seed = int(cfg["seed"])
+    torch.manual_seed(seed)
+
+    t_data = time.perf_counter()
+    seqs = load_sequences(scan, cfg["data"]["train"], cache_dir=cache_dir)
+    val = validation_set(cfg, scan, cache_dir)
+    log.info("completion data: %d sequences of %s, %.1f s", len(seqs), seqs[0].shape, time.perf_counter() - t_data)
+    sampler = TripletSampler(seqs, crop=tuple(cc["crop"]), gap_range=tuple(cc["gap_range"]),
+                             i0_range=tuple(cfg["noise"]["i0_range"]), rng=np.random.default_rng([seed, 1]))
+    model = FlowCompletionNet(FlowCompletionConfig.from_dict(cc["model"])).to(dev)
+    opt = torch.optim.AdamW(model.parameters(), lr=cc["lr"], weight_decay=cc["weight_decay"])
+    use_amp = bool(cc["amp"]) and dev.type == "cuda"
+    amp_dtype = _amp_dtype(dev)
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
+    ckpt = out_dir / "completion_ckpt.pt"
+    step, elapsed, history = 0, 0.0, []
+    if resume and ckpt.exists():
+        blob = torch.load(ckpt, map_location=dev, weights_only=False)
+        model.load_state_dict(blob["model"])
+        opt.load_state_dict(blob["opt"])
+        scaler.load_state_dict(blob["scaler"])
+        step, elapsed, history = blob["step"], blob["elapsed"], blob["history"]
+        sampler.rng.bit_generator.state = blob["sampler_rng"]
+        torch.set_rng_state(blob["torch_rng"])
+        log.info("resumed completion training at step %d", step)
+    total = int(cc["steps"])
+    model.train()
+    t0 = time.perf_counter() - elapsed
+    running = []
+    while step < total:
+        for group in opt.param_groups:
+            group["lr"] = _lr_at(step, total, int(cc["warmup"]), float(cc["lr"]))
+        a, b, y, t = (torch.from_numpy(v).to(dev) for v in sampler.sample(int(cc["batch"])))
+        with torch.autocast(device_type=dev.type, dtype=amp_dtype, enabled=use_amp):
+            loss, _ = completion_loss(model, a, b, y, t)
+        opt.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.unscale_(opt)
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        scaler.step(opt)
+        scaler.update()
+        running.append(loss.item())
+        step += 1
+        if step % int(cc["log_every"]) == 0:
+            log.info("completion step %d/%d loss %.5f (%.0f s)", step, total, np.mean(running), time.perf_counter() - t0)
+            history.append({"step": step, "loss": float(np.mean(running))})
+            running = []
+        if step % int(cc["checkpoint_every"]) == 0 or step == total:
+            metrics = validate(model, val, dev)
+            history.append({"step": step, **metrics})
+            log.info("completion step %d validation %s", step, {k: round(v, 2) for k, v in metrics.items()})
+            _save_checkpoint(ckpt, {
+                "model": model.state_dict(), "opt": opt.state_dict(), "scaler": scaler.state_dict(), "step": step,
+                "elapsed": time.perf_counter() - t0, "history": history,
+                "sampler_rng": sampler.rng.bit_generator.state, "torch_rng": torch.get_rng_state(),
+            })
+    wall = time.perf_counter() - t0
+    metrics = validate(model, val, dev)
+    meta = {
+        "steps": total, "batch": cc["batch"], "crop": cc["crop"], "train_seconds": round(wall, 1),
+        "device": _describe_device(dev, int(cfg["threads"])), "amp": use_amp, "seed": seed,
+        "scan": cfg["scan"], "data": cfg["data"]["train"], "validation": metrics, "torch": str(torch.__version__),
+        "history": history[-40:],
+    }
+    path = save_weights(resolve_path(cfg["weights"]["completion"]), model, meta=meta)
+    log.info("completion weights written to %s (%.0f s training, validation %s)", path, wall, metrics)
+    return path
+
+
+# ---------------------------------------------------------------------------------------------------- restoration
+def _file_hash(path: pathlib.Path) -> str:
+    return hashlib.sha1(path.read_bytes()).hexdigest()[:10]
+
+
+def restoration_volumes(cfg: dict, completion_path: pathlib.Path, dev: torch.device) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(input, target) volume pairs: FDK of the network-completed noisy sparse scans, FDK of the clean full scans.
+
+    Cached by scan, completion weights and sources. The first ``restoration.sequences`` training sequences are used,
+    each at every factor of ``restoration.factors`` with a seeded first kept view and noise.
+    """
+    from cbct.bbc.recon import complete_scan
+    from cbct.fdk import fdk
+    from cbct.simulation.sparse import sparse_indices
+
+    rc = cfg["restoration"]
+    scan = ScanConfig.from_dict(cfg["scan"])
+    geom = scan.geometry()
+    cache_dir = resolve_path(cfg["cache_dir"])
+    seqs = load_sequences(scan, cfg["data"]["train"], cache_dir=cache_dir)[: int(rc["sequences"])]
+    key = hashlib.sha1(repr((scan.key(), _file_hash(completion_path), rc["factors"], len(seqs), cfg["seed"],
+                             cfg["data"]["train"], cfg["noise"])).encode()).hexdigest()[:10]
+    path = cache_dir / f"restore_{key}.npz"
+    if path.exists():
+        z = np.load(path)
+        return [(z[f"x{i}"].astype(np.float32), z[f"y{i}"].astype(np.float32)) for i in range(int(z["n"]))]
+    model = load_completion(completion_path, device=dev)
+    g = np.random.default_rng([int(cfg["seed"]), 2])
+    pairs = []
+    lo, hi = cfg["noise"]["i0_range"]
+    for j, seq in enumerate(seqs):
+        target = np.asarray(fdk(seq, geom), np.float32)
+        for f in rc["factors"]:
+            i0 = float(np.exp(g.uniform(np.log(lo), np.log(hi))))
+            full = noisy(seq, i0, g)
+            kept = sparse_indices(geom.n_views, step=int(f), start=int(g.integers(int(f))))
+            dense, dense_geom = complete_scan(model, full[kept], geom[kept], target=geom, device=dev)
+            pairs.append((np.asarray(fdk(dense, dense_geom), np.float32), target))
+        log.info("restoration data: sequence %d/%d", j + 1, len(seqs))
+    arrays = {"n": np.array(len(pairs))}
+    for i, (x, y) in enumerate(pairs):
+        arrays[f"x{i}"], arrays[f"y{i}"] = x.astype(np.float16), y.astype(np.float16)
+    np.savez(path, **arrays)
+    return pairs
+
+
+def fov_mask(shape: tuple[int, int], voxel_size: float, radius: float) -> np.ndarray:
+    """(y, x) bool disc of ``radius`` mm about the grid centre."""
+    ny, nx = shape
+    yy = (np.arange(ny) - (ny - 1) / 2) * voxel_size
+    xx = (np.arange(nx) - (nx - 1) / 2) * voxel_size
+    return (yy[:, None] ** 2 + xx[None, :] ** 2) <= radius**2
+
+
+class SliceSampler:
+    """Random 2.5D crops (input stacks, target centre slices, FOV masks) from volume pairs, with flips and 90° turns."""
+
+    def __init__(self, pairs, *, context: int, crop: tuple[int, int], mask: np.ndarray, rng: np.random.Generator) -> None:
+        self.pairs, self.context, self.crop, self.mask, self.rng = pairs, context, crop, mask, rng
+
+    def sample(self, batch: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        g = self.rng
+        h, w = self.crop
+        xs = np.empty((batch, self.context, h, w), np.float32)
+        ys = np.empty((batch, 1, h, w), np.float32)
+        ms = np.empty((batch, 1, h, w), np.float32)
+        for n in range(batch):
+            x, y = self.pairs[int(g.integers(len(self.pairs)))]
+            nz, ny, nx = x.shape
+            k = int(g.integers(nz))
+            y0, x0 = int(g.integers(ny - h + 1)), int(g.integers(nx - w + 1))
+            win = (slice(y0, y0 + h), slice(x0, x0 + w))
+            xi = slice_stack(x, np.array([k]), self.context)[0][(slice(None), *win)]
+            yi = y[k][win][None]
+            mi = self.mask[win][None].astype(np.float32)
+            turns = int(g.integers(4))
+            flip = g.random() < 0.5
+            xi, yi, mi = (np.rot90(v, turns, axes=(1, 2)) for v in (xi, yi, mi))
+            if flip:
+                xi, yi, mi = (v[:, :, ::-1] for v in (xi, yi, mi))
+            xs[n], ys[n], ms[n] = xi, yi, mi
+        return xs, ys, ms
+
+
+def restoration_loss(net: RestorationNet, x, y, m) -> torch.Tensor:
+    """Charbonnier loss inside the field of view, in units of ``net.config.scale``."""
+    out = net(x).float()
+    d = (out - y) / net.config.scale
+    return (torch.sqrt(d * d + 1e-6) * m).sum() / m.sum().clamp_min(1.0)
+
+
+def train_restoration(cfg: dict, *, resume: bool = True) -> pathlib.Path:
+    """Train the restoration network on reconstructions of network-completed scans; returns the weights path."""
+    rc = cfg["restoration"]
+    dev = resolve_device(cfg["device"])
+    if dev.type == "cpu":
+        torch.set_num_threads(int(cfg["threads"]))
+    seed = int(cfg["seed"])
+    torch.manual_seed(seed + 1)
+    scan = ScanConfig.from_dict(cfg["scan"])
+    out_dir = resolve_path(cfg["out_dir"])
+    out_dir.mkdir(parents=True, exist_ok=True)
+    completion_path = resolve_path(cfg["weights"]["completion"])
+    t_data = time.perf_counter()
+    pairs = restoration_volumes(cfg, completion_path, dev)
+    data_seconds = time.perf_counter() - t_data
+    log.info("restoration data: %d volume pairs, %.0f s", len(pairs), data_seconds)
+    n_val = max(1, len(pairs) // 8)
+    train_pairs, val_pairs = pairs[:-n_val], pairs[-n_val:]
+    net = RestorationNet(RestorationConfig.from_dict(rc["model"])).to(dev)
+    mask = fov_mask(scan.volume_shape[1:], scan.voxel_size, 0.95 * scan.fov_radius())
+    sampler = SliceSampler(train_pairs, context=net.config.context, crop=tuple(rc["crop"]), mask=mask,
+                           rng=np.random.default_rng([seed, 3]))
+    opt = torch.optim.AdamW(net.parameters(), lr=rc["lr"], weight_decay=rc["weight_decay"])
+    use_amp = bool(rc["amp"]) and dev.type == "cuda"
+    amp_dtype = _amp_dtype(dev)
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
+    ckpt = out_dir / "restoration_ckpt.pt"
+    step, elapsed, history = 0, 0.0, []
+    if resume and ckpt.exists():
+        blob = torch.load(ckpt, map_location=dev, weights_only=False)
+        net.load_state_dict(blob["model"])
+        opt.load_state_dict(blob["opt"])
+        scaler.load_state_dict(blob["scaler"])
+        step, elapsed, history = blob["step"], blob["elapsed"], blob["history"]
+        sampler.rng.bit_generator.state = blob["sampler_rng"]
+        torch.set_rng_state(blob["torch_rng"])
+        log.info("resumed restoration training at step %d", step)
+    total = int(rc["steps"])
+    t0 = time.perf_counter() - elapsed
+    running = []
+    net.train()
+
+    def val_psnr() -> dict[str, float]:
+        from cbct.bbc.restoration import restore_volume
+
+        out = {}
+        gains = []
+        for x, y in val_pairs:
+            r = restore_volume(net, x, device=dev)
+            dr = float(y[:, mask].max() - y[:, mask].min())
+            mse_in = float(((x - y)[:, mask] ** 2).mean())
+            mse_out = float(((r - y)[:, mask] ** 2).mean())
+            gains.append(10 * np.log10(mse_in / mse_out))
+            out.setdefault("psnr_in", []).append(10 * np.log10(dr**2 / mse_in))
+            out.setdefault("psnr_out", []).append(10 * np.log10(dr**2 / mse_out))
+        net.train()
+        return {"psnr_in": float(np.mean(out["psnr_in"])), "psnr_out": float(np.mean(out["psnr_out"])), "gain_db": float(np.mean(gains))}
+
+    while step < total:
+        for group in opt.param_groups:
+            group["lr"] = _lr_at(step, total, int(rc["warmup"]), float(rc["lr"]))
+        x, y, m = (torch.from_numpy(v).to(dev) for v in sampler.sample(int(rc["batch"])))
+        with torch.autocast(device_type=dev.type, dtype=amp_dtype, enabled=use_amp):
+            loss = restoration_loss(net, x, y, m)
+        opt.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.unscale_(opt)
+        torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
+        scaler.step(opt)
+        scaler.update()
+        running.append(loss.item())
+        step += 1
+        if step % int(rc["log_every"]) == 0:
+            log.info("restoration step %d/%d loss %.5f (%.0f s)", step, total, np.mean(running), time.perf_counter() - t0)
+            history.append({"step": step, "loss": float(np.mean(running))})
+            running = []
+        if step % int(rc["checkpoint_every"]) == 0 or step == total:
+            _save_checkpoint(ckpt, {
+                "model": net.state_dict(), "opt": opt.state_dict(), "scaler": scaler.state_dict(), "step": step,
+                "elapsed": time.perf_counter() - t0, "history": history,
+                "sampler_rng": sampler.rng.bit_generator.state, "torch_rng": torch.get_rng_state(),
+            })
+    wall = time.perf_counter() - t0
+    metrics = val_psnr()
+    log.info("restoration validation %s", metrics)
+    meta = {
+        "steps": total, "batch": rc["batch"], "crop": rc["crop"], "train_seconds": round(wall, 1),
+        "data_seconds": round(data_seconds, 1), "device": _describe_device(dev, int(cfg["threads"])), "amp": use_amp,
+        "seed": seed, "factors": rc["factors"], "volume_pairs": len(pairs), "validation": metrics,
+        "completion_weights_sha1": _file_hash(completion_path), "torch": str(torch.__version__), "history": history[-40:],
+    }
+    path = save_weights(resolve_path(cfg["weights"]["restoration"]), net, meta=meta)
+    log.info("restoration weights written to %s (%.0f s training)", path, wall)
+    return path
+
+
+# ---------------------------------------------------------------------------------------------------- CLI
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="cbct train bbc", description="Train BBC-Recon (completion, then restoration).")
+    p.add_argument("--config", required=True, help="YAML config, e.g. configs/bbc_cpu.yaml")
+    p.add_argument("--stage", choices=("completion", "restoration", "all"), default="all")
+    p.add_argument("--no-resume", action="store_true", help="start afresh even when a checkpoint exists")
+    p.add_argument("--device", help="override the config's device (cpu, cuda, cuda:1, auto)")
+    p.add_argument("--steps", type=int, help="override the number of steps of the stage(s) trained")
+    p.add_argument("--out-dir", help="override the config's out_dir (checkpoints)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``cbct train bbc``; returns the exit status."""
+    args = build_parser().parse_args(argv)
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    cfg = load_config(args.config)
+    if args.device:
+        cfg["device"] = args.device
+    if args.out_dir:
+        cfg["out_dir"] = args.out_dir
+    if args.steps is not None:
+        if args.steps < 1:
+            raise SystemExit("--steps must be positive")
+        cfg["completion"]["steps"] = cfg["restoration"]["steps"] = args.steps
+    if args.stage in ("completion", "all"):
+        train_completion(cfg, resume=not args.no_resume)
+    if args.stage in ("restoration", "all"):
+        train_restoration(cfg, resume=not args.no_resume)
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())
