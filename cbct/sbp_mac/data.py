@@ -1,0 +1,524 @@
+"""SBP-MAC data: motion-corrupted scans, their FDK images, K-segment tensors and motion-free references.
+
+One sample is made from a :class:`SampleSpec` (object source, seed, motion waveform) and a :class:`ScanConfig`:
+
+1. an object volume (mm⁻¹) on the scan's grid, from one of :data:`SOURCES`:
+   ``"dental"`` (the project's procedural dental phantom, ``cbct.phantoms.dental``; a random ellipsoid dental head
+   stands in where that module is absent), ``"ellipsoids"`` (random ellipsoid dental heads: skull, jaw arch, teeth
+   with pulp, airway, random inclusions), ``"tigre_head"`` (TIGRE's MRI-derived head phantom, randomly rotated,
+   scaled and shifted) and ``"head_mha"`` (a real CT of a head, VTK's ``headsq``, scaled to fit the field of view;
+   kept for evaluation);
+2. a random rigid motion (:mod:`cbct.simulation.motion`, the static pose being the mean pose) applied through the
+   geometry; the moving object is projected (Joseph) and Poisson noise added (``i0`` drawn log-uniformly);
+3. FDK filtering of the noisy scan (with the nominal, motion-free geometry), segmented backprojection into
+   K contiguous angular segments (the ``(K, z, y, x)`` tensor) and their sum, the FDK image;
+4. the reference: FDK of the noise-free, motion-free scan of the same object (same filter and grid).
+
+Every random draw comes from ``numpy.random.SeedSequence([seed, crc32(source)])``, split into independent streams
+for the object, the motion and the noise, so a sample is a pure function of its spec and the scan config. Splits are
+cached to HDF5 (float16 arrays, which keeps their error below 1e-4 of water) under a name that hashes everything
+that defines them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import math
+import os
+import pathlib
+import time
+import zlib
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import numpy as np
+from scipy import ndimage
+
+from cbct.fdk import fdk, fdk_filter
+from cbct.geometry import ConeGeometry, VolumeGrid
+from cbct.operators import project, segmented_backproject
+from cbct.phantoms.ellipsoids import Ellipsoid, voxelize
+from cbct.simulation.motion import COMPONENT_KINDS, WAVEFORMS, evaluate_motion, sample_motion_parameters
+from cbct.simulation.noise import add_noise
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "SOURCES",
+    "ScanConfig",
+    "SampleSpec",
+    "Sample",
+    "SplitConfig",
+    "scan_geometry",
+    "source_volume",
+    "random_dental_head",
+    "simulate_sample",
+    "split_specs",
+    "build_split",
+    "load_split",
+    "SplitArrays",
+]
+
+SOURCES = ("dental", "ellipsoids", "tigre_head", "head_mha")
+WATER_MU = 0.02  # mm⁻¹, water at ~70 keV
+
+
+# ---------------------------------------------------------------------------------------------- configuration
+@dataclasses.dataclass(frozen=True)
+class ScanConfig:
+    """The simulated acquisition.
+
+    Attributes:
+        volume_shape: ``(nz, ny, nx)`` voxels of the reconstruction grid (centred on the rotation axis).
+        voxel_size: isotropic voxel edge, mm.
+        n_views: views over a full circle.
+        dso: source to rotation axis, mm. dsd: source to detector, mm.
+        n_segments: K, angular segments of the segmented backprojection.
+        filter: FDK ramp window (see :func:`cbct.fdk.fdk`).
+        i0: ``(low, high)`` photons per unattenuated pixel, drawn log-uniformly per scan.
+        max_rotation_deg: bound of the patient's rotation angle in any view, degrees.
+        max_translation_mm: bound of the patient's translation in any view, mm.
+        pivot: world ``(x, y, z)`` centre of head rotation, mm (behind and below the field of view).
+        fov_margin_mm: the object is cut to a cylinder this much inside the grid, so motion keeps it in the grid.
+    """
+
+    volume_shape: tuple[int, int, int] = (64, 96, 96)
+    voxel_size: float = 1.0
+    n_views: int = 180
+    dso: float = 400.0
+    dsd: float = 600.0
+    n_segments: int = 8
+    filter: str = "hann"
+    i0: tuple[float, float] = (1e5, 1e6)
+    max_rotation_deg: float = 2.0
+    max_translation_mm: float = 2.0
+    pivot: tuple[float, float, float] = (0.0, -60.0, -30.0)
+    fov_margin_mm: float = 4.0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "volume_shape", tuple(int(s) for s in self.volume_shape))
+        object.__setattr__(self, "i0", tuple(float(v) for v in self.i0))
+        object.__setattr__(self, "pivot", tuple(float(v) for v in self.pivot))
+        if len(self.volume_shape) != 3 or min(self.volume_shape) < 4:
+            raise ValueError(f"volume_shape must be 3 integers >= 4 (nz, ny, nx), got {self.volume_shape}")
+        if self.voxel_size <= 0 or self.n_views < 2 or not 1 <= self.n_segments <= self.n_views:
+            raise ValueError(
+                f"need voxel_size > 0, n_views >= 2 and 1 <= n_segments <= n_views, got {self.voxel_size}, "
+                f"{self.n_views}, {self.n_segments}"
+            )
+        if len(self.i0) != 2 or not 0 < self.i0[0] <= self.i0[1]:
+            raise ValueError(f"i0 must be (low, high) with 0 < low <= high, got {self.i0}")
+        if self.max_rotation_deg < 0 or self.max_translation_mm < 0 or self.fov_margin_mm < 0:
+            raise ValueError("max_rotation_deg, max_translation_mm and fov_margin_mm must be >= 0")
+
+    @property
+    def grid(self) -> VolumeGrid:
+        return VolumeGrid(self.volume_shape, self.voxel_size)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ScanConfig:
+        return cls(**_known(cls, d, "scan"))
+
+    def to_dict(self) -> dict[str, Any]:
+        return json.loads(json.dumps(dataclasses.asdict(self)))
+
+
+@dataclasses.dataclass(frozen=True)
+class SampleSpec:
+    """One sample: object ``source`` (see :data:`SOURCES`), ``seed``, motion ``waveform`` and the component kinds a
+    ``"mixed"`` waveform may draw (leave one out to hold it out)."""
+
+    source: str
+    seed: int
+    waveform: str
+    mixed_kinds: tuple[str, ...] = COMPONENT_KINDS
+
+    def __post_init__(self) -> None:
+        if self.source not in SOURCES:
+            raise ValueError(f"source must be one of {SOURCES}, got {self.source!r}")
+        if self.waveform not in WAVEFORMS:
+            raise ValueError(f"waveform must be one of {sorted(WAVEFORMS)}, got {self.waveform!r}")
+        object.__setattr__(self, "seed", int(self.seed))
+        object.__setattr__(self, "mixed_kinds", tuple(self.mixed_kinds))
+
+
+@dataclasses.dataclass(frozen=True)
+class SplitConfig:
+    """A set of samples: ``n`` specs cycling through ``sources`` and ``waveforms`` (every pair appears when
+    their counts are coprime), seeds ``seed, seed + 1, ...``."""
+
+    sources: tuple[str, ...]
+    waveforms: tuple[str, ...]
+    n: int
+    seed: int
+    mixed_kinds: tuple[str, ...] = COMPONENT_KINDS
+
+    def __post_init__(self) -> None:
+        for name in ("sources", "waveforms", "mixed_kinds"):
+            object.__setattr__(self, name, tuple(getattr(self, name)))
+        if not self.sources or not self.waveforms or self.n < 1:
+            raise ValueError("a split needs at least one source, one waveform and n >= 1")
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], name: str = "split") -> SplitConfig:
+        return cls(**_known(cls, d, name))
+
+
+def _known(cls, d: dict[str, Any], what: str) -> dict[str, Any]:
+    if not isinstance(d, dict):
+        raise TypeError(f"{what} config must be a mapping, got {type(d).__name__}")
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = set(d) - names
+    if unknown:
+        raise ValueError(f"unknown {what} config keys {sorted(unknown)}; expected some of {sorted(names)}")
+    return dict(d)
+
+
+def split_specs(split: SplitConfig) -> list[SampleSpec]:
+    """The sample specs of a split."""
+    return [
+        SampleSpec(split.sources[i % len(split.sources)], split.seed + i, split.waveforms[i % len(split.waveforms)], split.mixed_kinds)
+        for i in range(split.n)
+    ]
+
+
+# ---------------------------------------------------------------------------------------------- geometry
+def scan_geometry(cfg: ScanConfig) -> ConeGeometry:
+    """A full-circle scan whose detector sees the whole grid (with 5 % and the motion margin to spare)."""
+    grid = cfg.grid
+    margin = cfg.max_translation_mm + math.radians(cfg.max_rotation_deg) * float(np.linalg.norm(cfg.pivot) + grid.bounding_radius())
+    radius = float(np.hypot(grid.size[1], grid.size[2]) / 2) + margin
+    half_height = grid.size[0] / 2 + margin
+    if radius >= 0.9 * cfg.dso:
+        raise ValueError(f"the volume (radius {radius:.1f} mm) does not fit inside the {cfg.dso} mm orbit")
+    width = 1.05 * 2 * cfg.dsd * radius / math.sqrt(cfg.dso**2 - radius**2)
+    height = 1.05 * 2 * half_height * cfg.dsd / (cfg.dso - radius)
+    pixel = cfg.dsd / cfg.dso * cfg.voxel_size
+    detector = (int(math.ceil(height / pixel)), int(math.ceil(width / pixel)))
+    return ConeGeometry.circular(
+        dso=cfg.dso, dsd=cfg.dsd, detector_shape=detector, detector_pixel_size=pixel,
+        volume_shape=grid.shape, voxel_size=grid.voxel_size, n_views=cfg.n_views,
+    )
+
+
+# ---------------------------------------------------------------------------------------------- objects
+def random_dental_head(grid: VolumeGrid, rng: np.random.Generator, radius_mm: float | None = None) -> np.ndarray:
+    """A random ellipsoid dental head (z, y, x) in mm⁻¹ that fits in a cylinder of ``radius_mm`` about the axis.
+
+    Soft tissue, a cortical skull/jaw ring, a U-shaped arch of 10-16 teeth (enamel-dense crowns, roots along z,
+    pulp canals), alveolar bone, the airway and cervical spine behind, and a few random inclusions. Anterior is +y.
+    """
+    radius = radius_mm if radius_mm is not None else min(grid.size[1:]) / 2
+    zext = grid.size[0] / 2
+    u = rng.uniform
+    a, b = radius * u(0.80, 0.95), radius * u(0.85, 0.97)
+    e: list[Ellipsoid] = [Ellipsoid(WATER_MU * u(0.95, 1.05), (0.0, 0.0, 0.0), (a, b, 4 * zext))]
+    # cortical ring (bone) just inside the skin: outer minus inner ellipsoid
+    bone = WATER_MU * u(0.6, 0.9)
+    e += [
+        Ellipsoid(bone, (0.0, 0.0, 0.0), (0.92 * a, 0.92 * b, 4 * zext)),
+        Ellipsoid(-bone, (0.0, 0.0, 0.0), (0.92 * a - u(2.5, 4.5), 0.92 * b - u(2.5, 4.5), 4 * zext)),
+    ]
+    # dental arch y = y0 - k x^2 (anterior +y), teeth along it
+    y0 = 0.55 * b * u(0.9, 1.05)
+    half_width = 0.6 * a * u(0.85, 1.0)
+    k = (y0 + 0.25 * b) / half_width**2
+    z_occ = u(-0.2, 0.2) * zext  # occlusal plane height
+    n_teeth = int(rng.integers(10, 17))
+    xs = np.linspace(-half_width, half_width, n_teeth) + rng.normal(0, 0.6, n_teeth)
+    enamel = WATER_MU * u(2.2, 2.8)
+    dentin = enamel * u(0.55, 0.7)
+    alveolar = WATER_MU * u(0.3, 0.5)
+    crowns: list[Ellipsoid] = []
+    roots: list[Ellipsoid] = []
+    pulps: list[Ellipsoid] = []
+    for x in xs:
+        y = y0 - k * x * x
+        phi = math.atan2(1.0, -2 * k * x)  # tangent of the arch
+        width = u(2.8, 4.0)
+        depth = u(3.0, 4.5)
+        for sign in (1.0, -1.0):  # upper and lower jaw; some teeth missing
+            if rng.random() < 0.15:
+                continue
+            crown_z = z_occ + sign * u(3.0, 5.0)
+            root_z = z_occ + sign * u(11.0, 15.0)
+            crowns.append(Ellipsoid(1.0, (x, y, crown_z), (width, depth, u(3.5, 5.0)), phi))
+            roots.append(Ellipsoid(1.0, (x, y, root_z), (0.6 * width, 0.6 * depth, u(6.0, 9.0)), phi))
+            pulps.append(Ellipsoid(1.0, (x, y, 0.5 * (crown_z + root_z)), (0.25 * width, 0.25 * depth, u(5.0, 8.0)), phi))
+    # alveolar bone of both jaws along the arch (under the teeth)
+    for x in np.linspace(-half_width, half_width, 9):
+        y = y0 - k * x * x
+        phi = math.atan2(1.0, -2 * k * x)
+        for sign in (1.0, -1.0):
+            e.append(Ellipsoid(alveolar, (x, y, z_occ + sign * 14.0), (u(6.0, 8.0), u(5.0, 7.0), u(8.0, 11.0)), phi))
+    # airway and cervical spine, posterior
+    e.append(Ellipsoid(-WATER_MU * u(0.9, 1.0), (u(-3, 3), -0.35 * b, 0.0), (u(5, 9), u(4, 8), 4 * zext), u(-0.3, 0.3)))
+    e.append(Ellipsoid(WATER_MU * u(0.5, 0.8), (0.0, -0.68 * b, 0.0), (u(8, 11), u(6, 9), 4 * zext)))
+    # random inclusions (lesions, sinuses, implants of bone density)
+    for _ in range(int(rng.integers(3, 9))):
+        r = float(np.sqrt(u(0, 1)) * 0.6 * min(a, b))
+        t = u(0, 2 * np.pi)
+        e.append(Ellipsoid(
+            WATER_MU * u(-0.5, 0.8), (r * math.cos(t), r * math.sin(t), u(-0.8, 0.8) * zext),
+            (u(2, 8), u(2, 8), u(2, 10)), u(0, np.pi),
+        ))
+    vol = voxelize(e, grid, supersample=2).astype(np.float64)
+    # teeth replace what lies under them (no density pile-up where they touch): dentin, enamel caps, pulp
+    soft = e[0].density
+    for parts, density in ((crowns + roots, dentin), (crowns, enamel), (pulps, soft)):
+        frac = np.minimum(voxelize(parts, grid, supersample=2, dtype=np.float64), 1.0)
+        vol += frac * (density - vol)
+    return np.maximum(vol, 0.0).astype(np.float32)
+
+
+def _data_dir() -> pathlib.Path:
+    env = os.environ.get("CBCT_DATA_DIR")
+    if env:
+        return pathlib.Path(env)
+    return pathlib.Path(__file__).resolve().parents[3] / "shared" / "data"
+
+
+def _load_real(name: str) -> tuple[np.ndarray, VolumeGrid]:
+    """A real-anatomy volume (mm⁻¹) and its grid: the project's loaders if present, else read here."""
+    try:
+        from cbct.phantoms import real  # written by another part of the project
+
+        return real.load_head_mha() if name == "head_mha" else real.load_tigre_head()
+    except (ImportError, AttributeError):
+        pass
+    folder = _data_dir()
+    if name == "head_mha":
+        path = folder / "head.mha"
+        raw = path.read_bytes()
+        marker = b"ElementDataFile = LOCAL"
+        at = raw.find(marker)
+        if at < 0:
+            raise ValueError(f"{path}: not a MetaImage with LOCAL data")
+        header = dict(line.split(" = ", 1) for line in raw[:at].decode().splitlines() if " = " in line)
+        nx, ny, nz = (int(v) for v in header["DimSize"].split())
+        sx, sy, sz = (float(v) for v in header["ElementSpacing"].split())
+        start = raw.index(b"\n", at) + 1
+        data = np.frombuffer(raw[start:start + 2 * nx * ny * nz], dtype="<u2").reshape(nz, ny, nx)
+        return (data.astype(np.float32) * (WATER_MU / 1000.0)), VolumeGrid((nz, ny, nx), (sz, sy, sx))
+    from scipy.io import loadmat
+
+    img = loadmat(folder / "head_phantom.mat")["img"].transpose(2, 1, 0)
+    return np.ascontiguousarray(img, dtype=np.float32) * (WATER_MU / 0.4), VolumeGrid(img.shape, 1.0)
+
+
+def _resample_real(
+    vol: np.ndarray, src: VolumeGrid, grid: VolumeGrid, radius_mm: float, rng: np.random.Generator | None
+) -> np.ndarray:
+    """``vol`` resampled onto ``grid`` (trilinear), scaled so the head's cross-section fits ``radius_mm``.
+
+    With ``rng`` (training views): random rotation about z, a tilt of up to 5°, a scale of 0.9-1.4 times the fit
+    (zooming into the interior) and a shift of the centre; without it, the centred, fitted view.
+    """
+    mask = vol > 0.3 * WATER_MU
+    idx = np.argwhere(mask)
+    lo, hi = idx.min(axis=0), idx.max(axis=0)
+    centre_idx = (lo + hi) / 2.0
+    aff = src.index_to_world()
+    centre = aff[:3, :3] @ centre_idx[::-1] + aff[:3, 3]  # world (x, y, z)
+    extent_xy = max((hi[2] - lo[2]) * src.voxel_size[2], (hi[1] - lo[1]) * src.voxel_size[1]) / 2
+    scale = radius_mm / extent_xy  # grid mm per source mm
+    rot = np.eye(3)
+    if rng is not None:
+        scale *= rng.uniform(0.9, 1.4)
+        angle, tilt_axis, tilt = rng.uniform(0, 2 * np.pi), rng.uniform(0, 2 * np.pi), math.radians(rng.uniform(0, 5))
+        c, s = math.cos(angle), math.sin(angle)
+        rz = np.array([[c, -s, 0], [s, c, 0], [0, 0, 1.0]])
+        axis = np.array([math.cos(tilt_axis), math.sin(tilt_axis), 0.0])
+        kx = np.array([[0, -axis[2], axis[1]], [axis[2], 0, -axis[0]], [-axis[1], axis[0], 0]])
+        rt = np.eye(3) + math.sin(tilt) * kx + (1 - math.cos(tilt)) * kx @ kx
+        rot = rt @ rz
+        z_half = (hi[0] - lo[0]) * src.voxel_size[0] / 2
+        centre = centre + np.array([*rng.uniform(-0.1, 0.1, 2) * extent_xy, rng.uniform(-0.4, 0.4) * z_half])
+    nz, ny, nx = grid.shape
+    ga = grid.index_to_world()
+    kk, jj, ii = np.meshgrid(np.arange(nz), np.arange(ny), np.arange(nx), indexing="ij")
+    pts = np.stack([ii.ravel(), jj.ravel(), kk.ravel()], axis=0).astype(np.float64)
+    world = ga[:3, :3] @ pts + ga[:3, 3:4]  # grid world (x, y, z)
+    src_world = rot.T @ (world / scale) + centre[:, None]
+    inv = src.world_to_index()
+    src_idx = inv[:3, :3] @ src_world + inv[:3, 3:4]  # (i, j, k)
+    out = ndimage.map_coordinates(vol, src_idx[::-1], order=1, mode="constant", cval=0.0).reshape(grid.shape)
+    return out.astype(np.float32)
+
+
+def source_volume(source: str, grid: VolumeGrid, rng: np.random.Generator, *, radius_mm: float, augment: bool = True) -> np.ndarray:
+    """(z, y, x) float32 object in mm⁻¹ from ``source``, zero outside the cylinder of ``radius_mm`` about the axis."""
+    if source not in SOURCES:
+        raise ValueError(f"source must be one of {SOURCES}, got {source!r}")
+    if source == "dental":
+        try:
+            from cbct.phantoms.dental import dental_phantom
+        except ImportError:
+            log.debug("cbct.phantoms.dental is absent: a random ellipsoid dental head stands in")
+            vol = random_dental_head(grid, rng, radius_mm)
+        else:
+            vol = np.asarray(dental_phantom(grid, rng=int(rng.integers(2**31))), dtype=np.float32)
+    elif source == "ellipsoids":
+        vol = random_dental_head(grid, rng, radius_mm)
+    else:
+        real, src_grid = _load_real(source)
+        vol = _resample_real(real, src_grid, grid, radius_mm, rng if augment else None)
+    aff = grid.index_to_world()
+    x = aff[0, 3] + np.arange(grid.shape[2]) * grid.voxel_size[2]
+    y = aff[1, 3] + np.arange(grid.shape[1]) * grid.voxel_size[1]
+    inside = (x[None, :] ** 2 + y[:, None] ** 2) <= radius_mm**2
+    return np.ascontiguousarray(vol * inside[None], dtype=np.float32)
+
+
+# ---------------------------------------------------------------------------------------------- samples
+@dataclasses.dataclass(frozen=True)
+class Sample:
+    """One simulated scan, reconstructed.
+
+    Attributes:
+        fdk: (z, y, x) float32 FDK of the motion-corrupted noisy scan, mm⁻¹.
+        segments: (K, z, y, x) float32 segmented backprojection of the same filtered projections (sums to ``fdk``).
+        reference: (z, y, x) float32 FDK of the noise-free motion-free scan, mm⁻¹.
+        meta: spec, motion extent (max angle, max displacement), i0, timings.
+    """
+
+    fdk: np.ndarray
+    segments: np.ndarray
+    reference: np.ndarray
+    meta: dict[str, Any]
+
+
+def _streams(spec: SampleSpec) -> list[np.random.Generator]:
+    seq = np.random.SeedSequence([spec.seed, zlib.crc32(spec.source.encode())])
+    return [np.random.default_rng(s) for s in seq.spawn(3)]
+
+
+def simulate_sample(spec: SampleSpec, cfg: ScanConfig, *, augment: bool = True) -> Sample:
+    """Simulate and reconstruct one sample (a pure function of ``spec`` and ``cfg``)."""
+    t0 = time.perf_counter()
+    geom = scan_geometry(cfg)
+    obj_rng, motion_rng, noise_rng = _streams(spec)
+    radius = min(cfg.grid.size[1:]) / 2 - cfg.fov_margin_mm
+    vol = source_volume(spec.source, cfg.grid, obj_rng, radius_mm=radius, augment=augment)
+    params = sample_motion_parameters(
+        waveform=spec.waveform, max_rotation_deg=cfg.max_rotation_deg, max_translation_mm=cfg.max_translation_mm,
+        pivot=cfg.pivot, reference="mean", mixed_kinds=spec.mixed_kinds, rng=motion_rng,
+    )
+    motion = evaluate_motion(params, geom.n_views)
+    i0 = float(math.exp(noise_rng.uniform(math.log(cfg.i0[0]), math.log(cfg.i0[1]))))
+    moving = add_noise(project(vol, motion.apply(geom)), i0=i0, rng=noise_rng)
+    filtered, fgeom = fdk_filter(moving, geom, filter=cfg.filter)
+    segments = segmented_backproject(filtered, fgeom, cfg.n_segments)
+    reference = fdk(project(vol, geom), geom, filter=cfg.filter)
+    corners = np.array([[sx, sy, sz] for sx in (-1, 1) for sy in (-1, 1) for sz in (-1, 1)], float)
+    corners *= np.array([radius, radius, cfg.grid.size[0] / 2])
+    meta = {
+        **dataclasses.asdict(spec),
+        "i0": i0,
+        "max_rotation_deg": float(motion.rotation_angles_deg().max()),
+        "max_displacement_mm": float(motion.displacement_mm(corners).max()),
+        "components": [c.kind for c in params.components],
+        "seconds": time.perf_counter() - t0,
+    }
+    return Sample(segments.sum(axis=0), segments, reference, meta)
+
+
+# ---------------------------------------------------------------------------------------------- cached splits
+@dataclasses.dataclass(frozen=True)
+class SplitArrays:
+    """A cached split in memory: ``fdk`` (N, z, y, x), ``segments`` (N, K, z, y, x), ``reference`` (N, z, y, x)
+    (float16, mm⁻¹) and one meta dict per sample."""
+
+    fdk: np.ndarray
+    segments: np.ndarray
+    reference: np.ndarray
+    meta: list[dict[str, Any]]
+
+    def __len__(self) -> int:
+        return self.fdk.shape[0]
+
+
+def _producer_tag() -> str:
+    """Which dental phantom module made the data (it changes the data when it appears)."""
+    try:
+        import cbct.phantoms.dental  # noqa: F401
+
+        return "cbct.phantoms.dental"
+    except ImportError:
+        return "random_dental_head"
+
+
+def split_key(specs: Sequence[SampleSpec], cfg: ScanConfig, augment: bool) -> str:
+    """A short hash of everything that defines a split's content."""
+    blob = json.dumps(
+        {"scan": cfg.to_dict(), "specs": [dataclasses.asdict(s) for s in specs], "augment": augment,
+         "dental": _producer_tag(), "version": 1},
+        sort_keys=True,
+    )
+    return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+def build_split(
+    specs: Sequence[SampleSpec], cfg: ScanConfig, path: str | os.PathLike, *, augment: bool = True
+) -> pathlib.Path:
+    """Simulate ``specs`` into the HDF5 file ``path`` (resumes a partly written file made by the same specs)."""
+    import h5py
+
+    path = pathlib.Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    key = split_key(specs, cfg, augment)
+    n, k = len(specs), cfg.n_segments
+    shape = cfg.volume_shape
+    with h5py.File(path, "a") as f:
+        if f.attrs.get("key") not in (None, key):
+            raise ValueError(f"{path} holds another split (key {f.attrs['key']}, expected {key}); remove it first")
+        if "fdk" not in f:
+            f.attrs["key"] = key
+            f.attrs["scan"] = json.dumps(cfg.to_dict())
+            f.create_dataset("fdk", (n, *shape), np.float16, chunks=(1, 1, *shape[1:]))
+            f.create_dataset("segments", (n, k, *shape), np.float16, chunks=(1, k, 1, *shape[1:]))
+            f.create_dataset("reference", (n, *shape), np.float16, chunks=(1, 1, *shape[1:]))
+            f.create_dataset("meta", (n,), h5py.string_dtype())
+            f.create_dataset("done", (n,), bool)
+        done = f["done"][:]
+        for i, spec in enumerate(specs):
+            if done[i]:
+                continue
+            s = simulate_sample(spec, cfg, augment=augment)
+            f["fdk"][i] = s.fdk
+            f["segments"][i] = s.segments
+            f["reference"][i] = s.reference
+            f["meta"][i] = json.dumps(s.meta)
+            f["done"][i] = True
+            f.flush()
+            log.info("sample %d/%d (%s, %s, seed %d) in %.1f s", i + 1, n, spec.source, spec.waveform, spec.seed, s.meta["seconds"])
+    return path
+
+
+def cached_split(
+    specs: Sequence[SampleSpec], cfg: ScanConfig, cache_dir: str | os.PathLike, name: str, *, augment: bool = True
+) -> SplitArrays:
+    """Build (once) and load the split ``name`` of ``specs`` under ``cache_dir``."""
+    path = pathlib.Path(cache_dir) / f"{name}-{split_key(specs, cfg, augment)}.h5"
+    build_split(specs, cfg, path, augment=augment)
+    return load_split(path)
+
+
+def load_split(path: str | os.PathLike) -> SplitArrays:
+    """Read a complete cached split into memory."""
+    import h5py
+
+    with h5py.File(path, "r") as f:
+        if "done" not in f or not bool(np.all(f["done"][:])):
+            raise ValueError(f"{path} is not a complete split; build it with build_split")
+        meta = [json.loads(m) for m in f["meta"].asstr()[:]]
+        return SplitArrays(f["fdk"][:], f["segments"][:], f["reference"][:], meta)
+
+
+def iter_samples(specs: Iterable[SampleSpec], cfg: ScanConfig, *, augment: bool = True) -> Iterable[Sample]:
+    """Simulate samples on the fly, one at a time."""
+    for spec in specs:
+        yield simulate_sample(spec, cfg, augment=augment)

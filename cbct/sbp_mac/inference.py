@@ -1,0 +1,163 @@
+"""Running an SBP-MAC network over whole volumes, and reading and writing its weights files."""
+
+from __future__ import annotations
+
+import logging
+import os
+import pathlib
+from importlib import resources
+from typing import Any
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+from cbct.sbp_mac.model import SBPMAC, SBPMACConfig
+
+log = logging.getLogger(__name__)
+
+__all__ = ["WEIGHTS_FORMAT", "default_weights_path", "save_weights", "load_weights", "slice_inputs", "correct_volume"]
+
+WEIGHTS_FORMAT = "cbct.sbp_mac/1"
+
+
+def default_weights_path() -> pathlib.Path:
+    """The weights shipped in the package: ``cbct/models/sbp_mac.pt``."""
+    return pathlib.Path(str(resources.files("cbct").joinpath("models", "sbp_mac.pt")))
+
+
+def save_weights(model: SBPMAC, path: str | os.PathLike, meta: dict[str, Any] | None = None) -> pathlib.Path:
+    """Write the model (fp32 state dict, architecture, ``meta``) to ``path``; loadable with ``weights_only``."""
+    path = pathlib.Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().to("cpu", torch.float32).clone() for k, v in model.state_dict().items()}
+    torch.save({"format": WEIGHTS_FORMAT, "model_config": model.cfg.to_dict(), "state_dict": state, "meta": meta or {}}, path)
+    return path
+
+
+def load_weights(path: str | os.PathLike | None = None, device: str | torch.device = "cpu") -> tuple[SBPMAC, dict[str, Any]]:
+    """The model in eval mode on ``device`` and the file's meta; ``path=None`` loads the shipped weights."""
+    path = pathlib.Path(path) if path is not None else default_weights_path()
+    if not path.is_file():
+        raise FileNotFoundError(f"weights: no such file {path}")
+    blob = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(blob, dict) or blob.get("format") != WEIGHTS_FORMAT:
+        raise ValueError(f"weights: {path} is not an SBP-MAC weights file (format {WEIGHTS_FORMAT})")
+    model = SBPMAC(SBPMACConfig.from_dict(blob["model_config"]))
+    model.load_state_dict(blob["state_dict"])
+    return model.to(device).eval(), dict(blob.get("meta", {}))
+
+
+def slice_inputs(
+    fdk: torch.Tensor, segments: torch.Tensor | None, z: torch.Tensor, cfg: SBPMACConfig
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Network inputs for slices ``z`` (B,) of one volume: FDK (B, C, H, W) and segments (B, K, C, H, W), scaled.
+
+    ``fdk`` is (Z, H, W) and ``segments`` (K, Z, H, W) in mm⁻¹; neighbours beyond the volume repeat the edge slice.
+    """
+    offsets = torch.arange(-cfg.n_neighbours, cfg.n_neighbours + 1, device=z.device)
+    idx = (z[:, None] + offsets[None, :]).clamp(0, fdk.shape[0] - 1)  # (B, C)
+    image = fdk[idx] * cfg.intensity_scale
+    if segments is None or not cfg.use_segments:
+        return image, None
+    seg = segments[:, idx].permute(1, 0, 2, 3, 4) * (cfg.intensity_scale * segments.shape[0])  # (B, K, C, H, W)
+    return image, seg
+
+
+def _as_tensor(a, device: torch.device) -> torch.Tensor:
+    if isinstance(a, torch.Tensor):
+        return a.to(device=device, dtype=torch.float32)
+    if hasattr(a, "__cuda_array_interface__") and device.type == "cuda":  # CuPy: no host round trip
+        return torch.from_dlpack(a).to(device=device, dtype=torch.float32)
+    if hasattr(a, "get") and hasattr(a, "__cuda_array_interface__"):
+        a = a.get()
+    return torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32)).to(device)
+
+
+@torch.no_grad()
+def correct_volume(
+    model: SBPMAC,
+    fdk,
+    segments=None,
+    *,
+    batch_size: int = 8,
+    device: str | torch.device | None = None,
+    amp: bool | None = None,
+    return_artifact: bool = False,
+):
+    """Run the network slice by slice (batched) over a volume.
+
+    Args:
+        model: an :class:`SBPMAC` (its ``cfg`` says whether it reads segments).
+        fdk: (Z, H, W) FDK image in mm⁻¹ (NumPy, CuPy or torch).
+        segments: (K, Z, H, W) segmented backprojection summing to ``fdk`` (needed when the model uses segments).
+        batch_size: slices per forward pass.
+        device: torch device; default: the model's.
+        amp: bfloat16 autocast; default: on for CUDA.
+        return_artifact: also return the encoder's artifact map (Z, H, W) in mm⁻¹ (zeros for the plain U-Net).
+
+    Returns:
+        The corrected (Z, H, W) float32 volume in mm⁻¹ as a torch tensor on ``device`` (and the artifact map).
+    """
+    cfg = model.cfg
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    dev = torch.device(device) if device is not None else next(model.parameters()).device
+    model = model.to(dev).eval()
+    vol = _as_tensor(fdk, dev)
+    if vol.ndim != 3:
+        raise ValueError(f"fdk must be a (z, y, x) volume, got shape {tuple(vol.shape)}")
+    seg = None
+    if cfg.use_segments:
+        if segments is None:
+            raise ValueError("segments are required: the model reads the K-segment tensor")
+        seg = _as_tensor(segments, dev)
+        if seg.ndim != 4 or seg.shape[0] != cfg.n_segments or tuple(seg.shape[1:]) != tuple(vol.shape):
+            raise ValueError(
+                f"segments must have shape ({cfg.n_segments}, {', '.join(map(str, vol.shape))}) for this model "
+                f"(built for K = {cfg.n_segments}), got {tuple(seg.shape)}"
+            )
+    nz, h, w = vol.shape
+    m = cfg.multiple
+    ph, pw = (-h) % m, (-w) % m
+    use_amp = (dev.type == "cuda") if amp is None else amp
+    out = torch.empty_like(vol)
+    art = torch.zeros_like(vol) if return_artifact else None
+    for start in range(0, nz, batch_size):
+        z = torch.arange(start, min(start + batch_size, nz), device=dev)
+        image, s = slice_inputs(vol, seg, z, cfg)
+        if ph or pw:
+            image = F.pad(image, (0, pw, 0, ph), mode="replicate")
+            if s is not None:
+                b, k, c = s.shape[:3]
+                s = F.pad(s.reshape(b, k * c, h, w), (0, pw, 0, ph), mode="replicate").reshape(b, k, c, h + ph, w + pw)
+        with torch.autocast(device_type=dev.type, dtype=torch.bfloat16, enabled=use_amp):
+            pred, a = model(image, s)
+        out[start:start + len(z)] = pred[:, 0, :h, :w].float() / cfg.intensity_scale
+        if art is not None and a is not None:
+            art[start:start + len(z)] = a[:, 0, :h, :w].float() / cfg.intensity_scale
+    return (out, art) if return_artifact else out
+
+
+def fov_mask(shape: tuple[int, int, int], radius_voxels: float) -> np.ndarray:
+    """(1, y, x) boolean disc of ``radius_voxels`` about the centre of the axial slices (broadcasts over z)."""
+    _, ny, nx = shape
+    y = np.arange(ny) - (ny - 1) / 2
+    x = np.arange(nx) - (nx - 1) / 2
+    return ((x[None, :] ** 2 + y[:, None] ** 2) <= radius_voxels**2)[None]
+
+
+def volume_metrics(x, ref, mask: np.ndarray | None = None) -> dict[str, float]:
+    """PSNR (dB), SSIM (2D per axial slice) and RMSE (mm⁻¹) of ``x`` against ``ref`` inside ``mask``; the data
+    range is the reference's range inside the mask."""
+    from cbct.metrics import psnr, rmse, ssim
+
+    x = x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
+    ref = np.asarray(ref, dtype=np.float32)
+    inside = ref[np.broadcast_to(mask, ref.shape)] if mask is not None else ref
+    data_range = float(inside.max() - inside.min())
+    return {
+        "psnr": psnr(x, ref, data_range=data_range, mask=mask),
+        "ssim": ssim(x, ref, data_range=data_range, mask=mask),
+        "rmse": rmse(x, ref, mask=mask),
+    }
