@@ -1,0 +1,210 @@
+"""The built-in stages: ``preprocess``, ``fdk`` and ``export``.
+
+Every stage is ``fn(state, **params) -> PipelineState``. Keys of ``state.extras`` the engine provides:
+``device`` (``"cpu"`` or ``"cuda[:N]"``), ``out_dir`` (a :class:`pathlib.Path` or ``None``); keys stages set:
+``outputs`` (format → written path), ``voxel_updates`` (work of the stage, for GUPS; the engine removes it).
+"""
+
+from __future__ import annotations
+
+import logging
+import pathlib
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from cbct.geometry import VolumeGrid
+from cbct.pipeline.state import PipelineState
+
+log = logging.getLogger(__name__)
+
+__all__ = ["preprocess_stage", "fdk_stage", "export_stage", "to_device", "to_host"]
+
+
+def to_device(x: Any, device: str) -> Any:
+    """``x`` as a NumPy array (``device="cpu"``) or a CuPy array on ``cuda[:N]``."""
+    if device == "cpu":
+        return to_host(x)
+    import cupy
+
+    index = int(device.split(":")[1]) if ":" in device else 0
+    with cupy.cuda.Device(index):
+        return cupy.asarray(x)
+
+
+def to_host(x: Any) -> Any:
+    """A NumPy array from NumPy, CuPy or torch data (``None`` stays ``None``)."""
+    if x is None or isinstance(x, np.ndarray):
+        return x
+    module = type(x).__module__.split(".")[0]
+    if module == "cupy":
+        return x.get()
+    if module == "torch":
+        return x.detach().cpu().numpy()
+    return np.asarray(x)
+
+
+# ---------------------------------------------------------------------------------------------------- preprocess
+def preprocess_stage(state: PipelineState, *, min_transmission: float = 1e-6, clip_negative: bool = False) -> PipelineState:
+    """Raw counts → line integrals (dark/flat correction, ``-log`` with clipping); line integrals pass through
+    after a finiteness check. The raw data is dropped from the state once converted."""
+    from cbct.preprocess import counts_to_line_integrals
+
+    counts = state.raw.get("counts") if state.raw else None
+    if counts is not None:
+        proj = counts_to_line_integrals(counts, dark=state.raw.get("dark"), flat=state.raw.get("flat"),
+                                        min_transmission=min_transmission, clip_negative=clip_negative)
+        return state.replace(projections=proj, raw={}, metadata={**state.metadata, "preprocessed": "dark/flat, -log"})
+    if state.projections is None:
+        raise ValueError("preprocess: the state holds neither raw counts nor projections")
+    xp_name = type(state.projections).__module__.split(".")[0]
+    finite = bool(np.isfinite(state.projections).all()) if xp_name == "numpy" else bool(
+        __import__(xp_name).isfinite(state.projections).all())
+    if not finite:
+        raise ValueError("preprocess: projections contain NaN or infinite values")
+    if clip_negative:
+        state = state.replace(projections=np.maximum(state.projections, 0.0))
+    return state
+
+
+preprocess_stage.params_schema = {
+    "type": "object", "additionalProperties": False,
+    "properties": {"min_transmission": {"type": "number", "exclusiveMinimum": 0, "maximum": 0.5},
+                   "clip_negative": {"type": "boolean"}},
+}
+
+
+# ---------------------------------------------------------------------------------------------------- fdk
+def fdk_stage(
+    state: PipelineState,
+    *,
+    filter: str = "ram-lak",
+    cutoff: float = 1.0,
+    short_scan: bool | None = None,
+    offset_detector: bool | None = None,
+    volume_shape: int | Sequence[int] | None = None,
+    voxel_size: float | Sequence[float] | None = None,
+    volume_offset: Sequence[float] | None = None,
+    complete_half_scan: bool | None = None,
+) -> PipelineState:
+    """FDK reconstruction of ``state.projections`` on ``state.extras["device"]``.
+
+    Args:
+        filter, cutoff, short_scan, offset_detector: as :func:`cbct.fdk`.
+        volume_shape, voxel_size, volume_offset: override the geometry's volume grid (``(z, y, x)`` or one number;
+            mm).
+        complete_half_scan: repeat a parallel-beam half scan as a full circle first
+            (:func:`cbct.preprocess.complete_parallel_half_scan`); ``None``: when the geometry is (near-)parallel
+            and covers less than a full circle.
+    """
+    from cbct.fdk import fdk
+    from cbct.fdk.weights import scan_coverage
+    from cbct.preprocess import complete_parallel_half_scan, is_near_parallel
+
+    if state.projections is None:
+        if state.raw:
+            raise ValueError("fdk needs line integrals but the scan holds raw counts: add a 'preprocess' stage before 'fdk'")
+        raise ValueError("fdk: the state holds no projections")
+    grid = state.geometry.volume
+    if volume_shape is not None or voxel_size is not None or volume_offset is not None:
+        grid = VolumeGrid(grid.shape if volume_shape is None else volume_shape,
+                          grid.voxel_size if voxel_size is None else voxel_size,
+                          grid.offset if volume_offset is None else volume_offset)
+    geom = state.geometry.with_volume(grid)
+    device = state.extras.get("device", "cpu")
+    proj = to_device(state.projections, device)
+    recon_geom = geom
+    if complete_half_scan is None:
+        complete_half_scan = is_near_parallel(geom) and scan_coverage(geom.angles).short_scan
+    if complete_half_scan:
+        log.info("parallel-beam half scan: completing it to a full circle (views at theta + pi)")
+        proj, recon_geom = complete_parallel_half_scan(proj, geom)
+    volume = fdk(proj, recon_geom, filter=filter, cutoff=cutoff, short_scan=short_scan, offset_detector=offset_detector)
+    extras = {**state.extras, "voxel_updates": int(np.prod(grid.shape)) * recon_geom.n_views}
+    return state.replace(volume=volume, geometry=geom, extras=extras)
+
+
+fdk_stage.params_schema = {
+    "type": "object", "additionalProperties": False,
+    "properties": {
+        "filter": {"type": "string", "enum": ["ram-lak", "shepp-logan", "cosine", "hamming", "hann"]},
+        "cutoff": {"type": "number", "exclusiveMinimum": 0, "maximum": 1},
+        "short_scan": {"type": ["boolean", "null"]},
+        "offset_detector": {"type": ["boolean", "null"]},
+        "volume_shape": {"type": ["integer", "array", "null"], "items": {"type": "integer", "minimum": 1}},
+        "voxel_size": {"type": ["number", "array", "null"], "items": {"type": "number", "exclusiveMinimum": 0}},
+        "volume_offset": {"type": ["array", "null"], "items": {"type": "number"}, "minItems": 3, "maxItems": 3},
+        "complete_half_scan": {"type": ["boolean", "null"]},
+    },
+}
+
+
+# ---------------------------------------------------------------------------------------------------- export
+EXPORT_FORMATS = ("hdf5", "nifti", "dicom", "png")
+
+
+def export_stage(
+    state: PipelineState,
+    *,
+    formats: Sequence[str] = ("hdf5",),
+    stem: str = "volume",
+    dir: str | None = None,
+    mu_water: float = 0.02,
+    window: Sequence[float] | None = None,
+) -> PipelineState:
+    """Write the volume in ``formats`` (``hdf5``, ``nifti``, ``dicom``, ``png``) to ``dir`` (default: the run's
+    output directory, ``state.extras["out_dir"]``), each file atomically.
+
+    Args:
+        formats: what to write; files are named ``<stem>.h5``, ``<stem>.nii.gz``, ``<stem>_dicom/``, ``<stem>.png``.
+        stem: file name stem.
+        dir: output folder (relative paths are taken from the run's output directory when there is one).
+        mu_water: attenuation of water in mm⁻¹ for the HU of the DICOM series.
+        window: grey window ``[low, high]`` in mm⁻¹ for the PNG preview (default: percentiles).
+    """
+    from cbct.io import output_name, write_volume
+    from cbct.io.volume import Volume
+
+    if state.volume is None:
+        raise ValueError("export: no volume to write (put 'export' after a reconstruction stage)")
+    run_dir = state.extras.get("out_dir")
+    if dir is not None:
+        out = pathlib.Path(dir)
+        if not out.is_absolute() and run_dir is not None:
+            out = pathlib.Path(run_dir) / out
+    elif run_dir is not None:
+        out = pathlib.Path(run_dir)
+    else:
+        raise ValueError("export: no output directory: pass out_dir= to run_pipeline (cbct run sets it) or set "
+                         "the stage parameter 'dir'")
+    data = np.asarray(to_host(state.volume), dtype=np.float32)
+    meta = {"units": "mm^-1", "scan_id": state.metadata.get("id"), "pipeline": state.extras.get("pipeline")}
+    volume = Volume(data, state.geometry.volume, meta)
+    outputs = dict(state.extras.get("outputs", {}))
+    for fmt in formats:
+        if fmt not in EXPORT_FORMATS:
+            raise ValueError(f"export: unknown format {fmt!r}; known: {', '.join(EXPORT_FORMATS)}")
+        path = out / output_name(fmt, stem)
+        options: dict[str, Any] = {}
+        if fmt == "dicom":
+            options = {"mu_water": mu_water, "overwrite": True,
+                       "series_description": f"cbct {state.extras.get('pipeline') or ''} {state.metadata.get('id', '')}".strip()}
+        elif fmt == "png" and window is not None:
+            options = {"window": tuple(window)}
+        write_volume(volume, path, format=fmt, **options)
+        outputs[fmt] = path
+        log.info("wrote %s", path)
+    return state.replace(extras={**state.extras, "outputs": outputs})
+
+
+export_stage.params_schema = {
+    "type": "object", "additionalProperties": False,
+    "properties": {
+        "formats": {"type": "array", "minItems": 1, "items": {"type": "string", "enum": list(EXPORT_FORMATS)}},
+        "stem": {"type": "string", "pattern": "^[A-Za-z0-9_.-]+$"},
+        "dir": {"type": ["string", "null"]},
+        "mu_water": {"type": "number", "exclusiveMinimum": 0},
+        "window": {"type": ["array", "null"], "items": {"type": "number"}, "minItems": 2, "maxItems": 2},
+    },
+}
