@@ -4,7 +4,7 @@ Sources of anatomy (``kind``):
 
 - ``"dental_ellipsoids"``: a procedural dental head made of ellipsoids and elliptic cylinders (head, airway, cervical
   spine, mandible and maxilla arches, teeth with crowns, roots and pulp, optional metal fillings), random per seed;
-  projected exactly (analytic line integrals, no discretisation error).
+  voxelised on a grid that holds the whole head and forward projected.
 - ``"dental"``: the project's procedural dental phantom :func:`cbct.phantoms.dental.dental_phantom`, voxelised and
   forward projected (used when that module is installed).
 - ``"tigre_head"``: TIGRE's head phantom (``head_phantom.mat``, real-anatomy-derived), a random axial section and
@@ -30,7 +30,7 @@ import numpy as np
 
 from cbct.geometry import ConeGeometry, VolumeGrid
 from cbct.operators import project
-from cbct.phantoms.ellipsoids import Ellipsoid, line_integrals
+from cbct.phantoms.ellipsoids import Ellipsoid, voxelize
 from cbct.simulation.noise import add_noise
 
 log = logging.getLogger(__name__)
@@ -232,7 +232,11 @@ def dense_sequence(scan: ScanConfig, kind: str, seed: int, *, cache_dir: str | p
     geom = scan.geometry()
     radius = 0.95 * scan.fov_radius()
     if kind == "dental_ellipsoids":
-        proj = line_integrals(dental_ellipsoids(g, radius=radius), geom)
+        # voxelised on a grid holding the whole head (so nothing is cut off in z), then projected: ~10x faster
+        # than the exact line integrals of ~150 ellipsoids, with no visible loss at this resolution
+        ph_grid = VolumeGrid((int(np.ceil(240.0 / 2.0)), *geom.volume.shape[1:]), (2.0, *geom.volume.voxel_size[1:]))
+        vol = voxelize(dental_ellipsoids(g, radius=radius), ph_grid)
+        proj = project(vol, geom.with_volume(ph_grid))
     elif kind == "dental":
         from cbct.phantoms.dental import dental_phantom  # type: ignore[import-not-found]
 

@@ -1,0 +1,132 @@
+"""Pipeline stages of BBC-Recon: projection completion (before FDK) and restoration (after it).
+
+Registered by the pipeline engine as ``cbct.bbc.stage.completion_stage`` and ``cbct.bbc.stage.restoration_stage``;
+each takes a :class:`~cbct.pipeline.state.PipelineState` and returns a new one.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import numpy as np
+
+from cbct.bbc.angles import plan_completion
+from cbct.pipeline.state import PipelineState
+
+log = logging.getLogger(__name__)
+
+__all__ = ["completion_stage", "restoration_stage"]
+
+
+def _is_cupy(x: Any) -> bool:
+    return type(x).__module__.split(".")[0] == "cupy"
+
+
+def _like(result: np.ndarray, original: Any):
+    """``result`` on the device of ``original`` (CuPy stays CuPy)."""
+    if _is_cupy(original):
+        import cupy
+
+        return cupy.asarray(result)
+    return result
+
+
+def _device(device: str | None, data: Any) -> str:
+    if device is not None:
+        return device
+    if _is_cupy(data):
+        return f"cuda:{data.device.id}"
+    return "cpu"
+
+
+def completion_stage(
+    state: PipelineState,
+    *,
+    weights: str | None = None,
+    factor: int | None = None,
+    device: str | None = None,
+    **kw: Any,
+) -> PipelineState:
+    """Replace the sparse projections and geometry of ``state`` by the completed dense ones.
+
+    Args:
+        state: with ``projections`` (n_views, nv, nu) and their ``geometry``.
+        weights: completion weights file (default: the shipped ``cbct/models/bbc_flow.pt``).
+        factor: how many times denser the completed scan is (e.g. 4 or 8). When ``None``: the dense geometry in
+            ``state.extras["full_geometry"]`` if a sparse simulation left one there, else
+            ``state.metadata["sparse_step"]``.
+        device: torch device (default: ``cuda:N`` for CuPy projections, else ``cpu``).
+        **kw: ``full_circle`` (bool, default detected) and ``pairs_per_batch`` (int, default 8).
+
+    Returns:
+        A new state with the dense ``projections`` (on the input's device) and ``geometry``; ``extras`` gains
+        ``"sparse_geometry"`` and ``"bbc_completion"`` (view counts and seconds).
+    """
+    from cbct.bbc.model import complete_views
+    from cbct.bbc.weights import load_completion
+
+    unknown = set(kw) - {"full_circle", "pairs_per_batch"}
+    if unknown:
+        raise TypeError(f"completion_stage got unknown parameters {sorted(unknown)}; accepted: weights, factor, device, full_circle, pairs_per_batch")
+    if state.projections is None:
+        raise ValueError("completion_stage needs state.projections (the sparse scan); got None")
+    target = None
+    if factor is None:
+        target = state.extras.get("full_geometry")
+        if target is None:
+            factor = state.metadata.get("sparse_step")
+        if target is None and factor is None:
+            raise ValueError("completion_stage needs factor (e.g. 4 or 8): no full_geometry in state.extras and no sparse_step in state.metadata")
+    if factor is not None and (isinstance(factor, bool) or int(factor) != factor or int(factor) < 1):
+        raise ValueError(f"factor must be a positive integer, got {factor!r}")
+    dev = _device(device, state.projections)
+    t0 = time.perf_counter()
+    plan = plan_completion(state.geometry, factor=int(factor) if target is None else None, target=target,
+                           full_circle=kw.get("full_circle"))
+    model = load_completion(weights, device=dev)
+    dense = complete_views(model, state.projections, plan, device=dev, pairs_per_batch=int(kw.get("pairs_per_batch", 8)))
+    seconds = time.perf_counter() - t0
+    info = {"acquired": state.geometry.n_views, "dense": plan.geometry.n_views, "synthesised": int(plan.missing.size),
+            "seconds": seconds, "weights": str(weights or "shipped")}
+    log.info("completion: %d -> %d views in %.2f s", info["acquired"], info["dense"], seconds)
+    extras = {**state.extras, "sparse_geometry": state.geometry, "bbc_completion": info}
+    return state.replace(projections=_like(dense, state.projections), geometry=plan.geometry, extras=extras)
+
+
+def restoration_stage(
+    state: PipelineState,
+    *,
+    weights: str | None = None,
+    device: str | None = None,
+    **kw: Any,
+) -> PipelineState:
+    """Refine ``state.volume`` (the reconstruction of completed projections) with the restoration network.
+
+    Args:
+        state: with ``volume`` (z, y, x) mm⁻¹.
+        weights: restoration weights file (default: the shipped ``cbct/models/bbc_restore.pt``).
+        device: torch device (default: ``cuda:N`` for a CuPy volume, else ``cpu``).
+        **kw: ``batch`` (slices per forward pass, default 8).
+
+    Returns:
+        A new state with the restored ``volume`` (on the input's device); ``extras["bbc_restoration"]`` holds the
+        seconds taken.
+    """
+    from cbct.bbc.restoration import restore_volume
+    from cbct.bbc.weights import load_restoration
+
+    unknown = set(kw) - {"batch"}
+    if unknown:
+        raise TypeError(f"restoration_stage got unknown parameters {sorted(unknown)}; accepted: weights, device, batch")
+    if state.volume is None:
+        raise ValueError("restoration_stage needs state.volume (run a reconstruction stage first); got None")
+    dev = _device(device, state.volume)
+    t0 = time.perf_counter()
+    net = load_restoration(weights, device=dev)
+    out = restore_volume(net, state.volume, batch=int(kw.get("batch", 8)), device=dev)
+    seconds = time.perf_counter() - t0
+    log.info("restoration: %s volume in %.2f s", out.shape, seconds)
+    extras = {**state.extras, "bbc_restoration": {"seconds": seconds, "weights": str(weights or "shipped")}}
+    return state.replace(volume=_like(out, state.volume), extras=extras)
