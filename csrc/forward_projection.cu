@@ -72,12 +72,13 @@ __device__ __forceinline__ float march_ray(cudaTextureObject_t vol, const Joseph
 }  // namespace
 
 // grid: (ceil(nu / blockDim.x), ceil(nv / blockDim.y), n_views of the launch); block: e.g. (16, 16).
-// vol: 3D texture of nx x ny x nz texels; out: (n_views of the launch, nv, nu) float32, overwritten.
+// vol: 3D texture of nx x ny x nz texels; out: (n_views of the launch, nv, nu) float32, overwritten
+// (accumulate = 0) or added to (accumulate != 0: a volume split into z slabs, one launch per slab).
 // spacing (dx, dy, dz) in mm gives the ray length per plane.
 template <bool HW_FILTER>
 __global__ void __launch_bounds__(256)
 joseph_project(cudaTextureObject_t vol, float* __restrict__ out, int nx, int ny, int nz, int nu, int nv, double dx,
-               double dy, double dz) {
+               double dy, double dz, int accumulate) {
     const int iu = blockIdx.x * blockDim.x + threadIdx.x;
     const int iv = blockIdx.y * blockDim.y + threadIdx.y;
     const int slot = blockIdx.z;
@@ -97,14 +98,15 @@ joseph_project(cudaTextureObject_t vol, float* __restrict__ out, int nx, int ny,
         }
         value = sum * ray.weight;
     }
-    out[((long long)slot * nv + iv) * nu + iu] = value;
+    float* dst = out + ((long long)slot * nv + iv) * nu + iu;
+    *dst = accumulate ? *dst + value : value;
 }
 
 #ifdef CBCT_INSTANTIATE_ALL
 // Explicit instances for offline compilation checks (nvcc -cubin); at run time NVRTC instantiates the
 // specialisations named by the host (cbct/cuda/compile.py).
 template __global__ void joseph_project<false>(cudaTextureObject_t, float*, int, int, int, int, int, double, double,
-                                               double);
+                                               double, int);
 template __global__ void joseph_project<true>(cudaTextureObject_t, float*, int, int, int, int, int, double, double,
-                                              double);
+                                              double, int);
 #endif

@@ -1,0 +1,123 @@
+"""CUDA textures for the kernels: a layered 2D texture of projections and a 3D texture of a volume.
+
+Both use unnormalised coordinates (texel ``i`` has its centre at ``i + 0.5``) and ``cudaAddressModeBorder`` with
+border colour 0, so reads outside the array return 0: the kernels' "zero outside the detector / grid" needs no
+padding. ``filter="point"`` (the default, for exact software interpolation) or ``"linear"`` (the texture unit's
+bilinear/trilinear filter, 8-bit fractional weights). ``texture_dtype="float16"`` stores half-precision texels
+(half the memory and texture-cache footprint); fetches return float32.
+
+The returned :class:`Texture` owns the CUDA array, the texture object and the device array it was copied from:
+keep it alive until every kernel reading it has completed (synchronise the stream before dropping it).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Literal
+
+__all__ = ["Texture", "TEXTURE_DTYPES", "layered_texture", "volume_texture", "texture_limits"]
+
+TEXTURE_DTYPES = ("float32", "float16")
+Filter = Literal["point", "linear"]
+
+_DEFAULT_LIMITS = {  # CUDA limits of compute capability 8.x/9.x, used when the device does not report them
+    "MaxTexture2DLayeredWidth": 32768,
+    "MaxTexture2DLayeredHeight": 32768,
+    "MaxTexture2DLayeredLayers": 2048,
+    "MaxTexture3DWidth": 16384,
+    "MaxTexture3DHeight": 16384,
+    "MaxTexture3DDepth": 16384,
+}
+
+
+@dataclasses.dataclass(eq=False)
+class Texture:
+    """A texture object with the CUDA array behind it.
+
+    Attributes:
+        handle: the ``cupy.cuda.texture.TextureObject`` (pass it as a kernel argument).
+        array: the ``cupy.cuda.texture.CUDAarray`` holding the texels.
+        source: the device array the texels were copied from (kept until the copy has run).
+        nbytes: bytes of the CUDA array.
+    """
+
+    handle: Any
+    array: Any
+    source: Any
+    nbytes: int
+
+
+def texture_limits(device_id: int) -> dict[str, int]:
+    """Texture size limits of a device (layered 2D width/height/layers, 3D width/height/depth)."""
+    import cupy
+
+    attrs = cupy.cuda.Device(device_id).attributes
+    return {key: int(attrs.get(key, default)) for key, default in _DEFAULT_LIMITS.items()}
+
+
+def _check_dtype(texture_dtype: str) -> int:
+    if texture_dtype not in TEXTURE_DTYPES:
+        raise ValueError(f"texture_dtype must be one of {TEXTURE_DTYPES}, got {texture_dtype!r}")
+    return 16 if texture_dtype == "float16" else 32
+
+
+def _make(src: Any, flags: int, texture_dtype: str, filter: Filter, stream: Any) -> Texture:
+    import cupy
+    from cupy.cuda import runtime, texture
+
+    bits = _check_dtype(texture_dtype)
+    if filter not in ("point", "linear"):
+        raise ValueError(f"filter must be 'point' or 'linear', got {filter!r}")
+    with stream:
+        data = cupy.ascontiguousarray(src, dtype=cupy.float16 if bits == 16 else cupy.float32)
+    depth, height, width = data.shape
+    channel = texture.ChannelFormatDescriptor(bits, 0, 0, 0, runtime.cudaChannelFormatKindFloat)
+    array = texture.CUDAarray(channel, width, height, depth, flags)
+    array.copy_from(data, stream)
+    resource = texture.ResourceDescriptor(runtime.cudaResourceTypeArray, cuArr=array)
+    description = texture.TextureDescriptor(
+        addressModes=(runtime.cudaAddressModeBorder,) * 3,
+        filterMode=runtime.cudaFilterModeLinear if filter == "linear" else runtime.cudaFilterModePoint,
+        readMode=runtime.cudaReadModeElementType,
+        normalizedCoords=0,
+        borderColors=(0.0, 0.0, 0.0, 0.0),
+    )
+    handle = texture.TextureObject(resource, description)
+    return Texture(handle, array, data, depth * height * width * bits // 8)
+
+
+def layered_texture(stack: Any, *, texture_dtype: str = "float32", filter: Filter = "point", stream: Any = None) -> Texture:
+    """Layered 2D texture of a CuPy ``(layers, height, width)`` array (one layer per view), copied on ``stream``."""
+    import cupy
+    from cupy.cuda import runtime
+
+    stream = cupy.cuda.get_current_stream() if stream is None else stream
+    if stack.ndim != 3:
+        raise ValueError(f"stack must be (layers, height, width), got shape {tuple(stack.shape)}")
+    limits = texture_limits(stack.device.id)
+    layers, height, width = stack.shape
+    if width > limits["MaxTexture2DLayeredWidth"] or height > limits["MaxTexture2DLayeredHeight"]:
+        raise ValueError(
+            f"detector of {height} x {width} pixels exceeds the device's layered texture limit "
+            f"({limits['MaxTexture2DLayeredHeight']} x {limits['MaxTexture2DLayeredWidth']})"
+        )
+    if layers > limits["MaxTexture2DLayeredLayers"]:
+        raise ValueError(f"{layers} layers exceed the device's limit of {limits['MaxTexture2DLayeredLayers']}")
+    return _make(stack, getattr(runtime, "cudaArrayLayered", 0x01), texture_dtype, filter, stream)
+
+
+def volume_texture(volume: Any, *, texture_dtype: str = "float32", filter: Filter = "point", stream: Any = None) -> Texture:
+    """3D texture of a CuPy ``(nz, ny, nx)`` volume (texture x = i, y = j, z = k), copied on ``stream``."""
+    import cupy
+
+    stream = cupy.cuda.get_current_stream() if stream is None else stream
+    if volume.ndim != 3:
+        raise ValueError(f"volume must be (nz, ny, nx), got shape {tuple(volume.shape)}")
+    limits = texture_limits(volume.device.id)
+    nz, ny, nx = volume.shape
+    if nx > limits["MaxTexture3DWidth"] or ny > limits["MaxTexture3DHeight"] or nz > limits["MaxTexture3DDepth"]:
+        raise ValueError(
+            f"volume of {volume.shape} voxels exceeds the device's 3D texture limit "
+            f"({limits['MaxTexture3DDepth']}, {limits['MaxTexture3DHeight']}, {limits['MaxTexture3DWidth']})"
+        )
+    return _make(volume, 0, texture_dtype, filter, stream)
