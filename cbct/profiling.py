@@ -274,7 +274,10 @@ def device_info() -> dict[str, Any]:
         try:
             info["versions"][dist] = importlib.metadata.version(dist)
         except importlib.metadata.PackageNotFoundError:
-            continue
+            if dist == "cbct":  # running from a source checkout
+                from cbct import __version__
+
+                info["versions"]["cbct"] = f"{__version__} (source checkout)"
     try:
         import numba
 
