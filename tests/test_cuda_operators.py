@@ -1,0 +1,253 @@
+"""The same test bodies on the CPU twin ("numpy") and the CUDA kernels ("cupy", marked gpu): agreement with a
+float64 CPU reference (1e-4 relative for FDK and both backprojections), adjoint dot test, segment sums, the
+half-precision and texture-filtering error bounds. The CPU param of the precision tests emulates the GPU path
+(float16-rounded texels; 8-bit fixed-point interpolation weights), so the bounds are checked here without a GPU.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import numpy as np
+import pytest
+
+import cbct
+from cbct.cpu import kernels as cpu
+from cbct.cpu.voxel_backprojection import index_projection_matrices
+from cbct.phantoms import shepp_logan_projections, shepp_logan_volume
+
+BACKENDS = ["numpy", pytest.param("cupy", marks=pytest.mark.gpu)]
+AGREEMENT = 1e-4  # relative L2 error allowed against the float64 CPU reference (issue 3)
+HALF_BOUND = 5e-4  # float16 texels (emulated on the CPU: ~9e-5 for FDK backprojection)
+TEXTURE_FILTER_BOUND = 5e-3  # 8-bit interpolation weights (emulated on the CPU: ~1e-3 for FDK backprojection)
+
+
+@dataclasses.dataclass
+class Backend:
+    name: str
+    xp: Any
+
+    def to(self, x: np.ndarray, dtype=np.float32) -> Any:
+        return self.xp.asarray(np.ascontiguousarray(x, dtype=dtype))
+
+    @staticmethod
+    def host(x: Any) -> np.ndarray:
+        return x if isinstance(x, np.ndarray) else x.get()
+
+    @property
+    def kernels(self):
+        return cbct.backend.kernels_for(self.xp.zeros(1, dtype=np.float32))
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request) -> Backend:
+    if request.param == "numpy":
+        return Backend("numpy", np)
+    import cupy
+
+    return Backend("cupy", cupy)
+
+
+@pytest.fixture(autouse=True)
+def one_numba_thread():
+    import numba
+
+    before = numba.get_num_threads()
+    numba.set_num_threads(1)
+    yield
+    numba.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def scan():
+    """Shepp-Logan in a 26 x 30 x 28 grid with offsets, 40 views of 30 x 40 pixels; float64 reference data."""
+    geom = cbct.ConeGeometry.circular(
+        dso=300.0, dsd=450.0, detector_shape=(30, 40), detector_pixel_size=(2.4, 2.2), volume_shape=(26, 30, 28),
+        voxel_size=(2.0, 1.9, 2.1), n_views=40, volume_offset=(1.5, -2.0, 1.0), detector_offset=(1.2, 0.0),
+    )
+    volume = shepp_logan_volume(geom.volume, half_size=27.0).astype(np.float64)
+    projections = shepp_logan_projections(geom, half_size=27.0).astype(np.float64)
+    filtered, filtered_geom = cbct.fdk_filter(projections, geom)
+    return {
+        "geom": geom, "volume": volume, "projections": projections, "filtered": filtered,
+        "filtered_geom": filtered_geom, "fdk": cbct.fdk(projections, geom),
+        "bp": cpu.backproject_fdk(filtered, filtered_geom)[0],
+    }
+
+
+def rel(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.linalg.norm(np.asarray(a, np.float64) - b) / np.linalg.norm(b))
+
+
+# ------------------------------------------------------------------------------------------ agreement
+def test_fdk_backprojection_agrees_with_float64_twin(backend, scan):
+    out = backend.kernels.backproject_fdk(backend.to(scan["filtered"]), scan["filtered_geom"])
+    assert out.shape == (1, *scan["geom"].volume.shape) and out.dtype == np.float32
+    assert rel(backend.host(out)[0], scan["bp"]) < AGREEMENT
+
+
+def test_fdk_end_to_end_agrees_with_float64_twin(backend, scan):
+    out = cbct.fdk(backend.to(scan["projections"]), scan["geom"])
+    assert type(out) is type(backend.to(scan["projections"]))  # stays on its device
+    assert rel(backend.host(out), scan["fdk"]) < AGREEMENT
+
+
+def test_projector_agrees_with_float64_twin(backend, scan):
+    out = cbct.project(backend.to(scan["volume"]), scan["geom"])
+    assert rel(backend.host(out), cpu.project(scan["volume"], scan["geom"])) < AGREEMENT
+
+
+def test_matched_backprojection_agrees_with_float64_twin(backend, scan):
+    proj = scan["projections"]
+    out = cbct.backproject(backend.to(proj), scan["geom"], weighting="matched")
+    assert rel(backend.host(out), cpu.backproject_matched(proj, scan["geom"])) < AGREEMENT
+    views = np.array([3, 17, 18, 39])
+    subset = backend.kernels.backproject_matched(backend.to(proj), scan["geom"], views)
+    assert rel(backend.host(subset), cpu.backproject_matched(proj, scan["geom"], views)) < AGREEMENT
+
+
+def test_adjoint_dot_product(backend, scan, rng):
+    geom = scan["geom"]
+    x = rng.random(geom.volume.shape)
+    y = rng.random(geom.projection_shape)
+    ax = backend.host(cbct.project(backend.to(x), geom)).astype(np.float64)
+    aty = backend.host(cbct.backproject(backend.to(y), geom, weighting="matched")).astype(np.float64)
+    lhs, rhs = float(np.vdot(ax, y)), float(np.vdot(x, aty))
+    assert abs(lhs - rhs) <= 1e-5 * abs(lhs)
+
+
+def test_segment_sums_and_segments(backend, scan):
+    filtered, geom = scan["filtered"], scan["filtered_geom"]
+    segments = cbct.segmented_backproject(backend.to(filtered), geom, 4)
+    parts = backend.host(segments)
+    assert parts.shape == (4, *geom.volume.shape)
+    assert rel(parts.sum(axis=0), scan["bp"]) < AGREEMENT
+    starts = cbct.operators.segment_starts(geom.n_views, 4)
+    a, b = starts[2], starts[3]
+    alone = cpu.backproject_fdk(np.ascontiguousarray(filtered[a:b]), geom[a:b])[0]
+    assert rel(parts[2], alone) < AGREEMENT
+    # uneven segments, one of them empty: the empty one stays zero
+    uneven = backend.host(backend.kernels.backproject_fdk(backend.to(filtered), geom, np.array([0, 5, 5, 40])))
+    assert np.all(uneven[1] == 0) and rel(uneven[0] + uneven[2], scan["bp"]) < AGREEMENT
+
+
+# ------------------------------------------------------------------------------------------ precision options
+def _half(x: np.ndarray) -> np.ndarray:
+    return x.astype(np.float16).astype(np.float32)
+
+
+def _emulated_texture_filter(proj: np.ndarray, geom: cbct.ConeGeometry) -> np.ndarray:
+    """FDK backprojection as the texture unit filters: bilinear weights rounded to 8 fractional bits."""
+    nz, ny, nx = geom.volume.shape
+    n_views, nv, nu = proj.shape
+    mats = index_projection_matrices(geom).astype(np.float32)
+    k, j, i = np.meshgrid(np.arange(nz), np.arange(ny), np.arange(nx), indexing="ij")
+    points = np.stack([i, j, k, np.ones_like(i)], -1).reshape(-1, 4).astype(np.float32)
+    padded = np.zeros((n_views, nv + 3, nu + 3), np.float32)
+    padded[:, 1:nv + 1, 1:nu + 1] = proj
+    out = np.zeros(points.shape[0])
+    for view in range(n_views):
+        uw, vw, w = (points @ mats[view].T).T
+        inv_w = np.float32(1) / w
+        u, v = np.clip(uw * inv_w, -1, nu), np.clip(vw * inv_w, -1, nv)
+        fu, fv = np.floor(u), np.floor(v)
+        wu, wv = np.round((u - fu) * 256) / 256, np.round((v - fv) * 256) / 256
+        iu, iv = fu.astype(int) + 1, fv.astype(int) + 1
+        p = padded[view]
+        top = p[iv, iu] * (1 - wu) + p[iv, iu + 1] * wu
+        bottom = p[iv + 1, iu] * (1 - wu) + p[iv + 1, iu + 1] * wu
+        out += (top * (1 - wv) + bottom * wv) * inv_w * inv_w
+    return out.reshape(nz, ny, nx)
+
+
+def test_half_precision_error_bound(backend, scan):
+    filtered, geom = scan["filtered"], scan["filtered_geom"]
+    exact = rel(backend.host(backend.kernels.backproject_fdk(backend.to(filtered), geom))[0], scan["bp"])
+    if backend.name == "numpy":  # the float16 texture's numerics: rounded texels, float32 weights and sums
+        half_bp = cpu.backproject_fdk(_half(filtered), geom)[0]
+        half_fp = cpu.project(_half(scan["volume"]), scan["geom"])
+    else:
+        half_bp = backend.kernels.backproject_fdk(backend.to(filtered), geom, texture_dtype="float16")[0]
+        half_fp = backend.kernels.project(backend.to(scan["volume"]), scan["geom"], texture_dtype="float16")
+    half = rel(backend.host(half_bp), scan["bp"])
+    assert 5 * exact < half < HALF_BOUND  # the option took effect, and stays within its documented bound
+    reference_fp = cpu.project(scan["volume"], scan["geom"])
+    assert rel(backend.host(half_fp), reference_fp) < 2 * HALF_BOUND
+
+
+def test_texture_filtering_error_bound(backend, scan):
+    """The texture unit's bilinear filter misses the 1e-4 agreement (hence exact software interpolation by
+    default) but stays within its documented bound."""
+    filtered, geom = scan["filtered"], scan["filtered_geom"]
+    if backend.name == "numpy":
+        out = _emulated_texture_filter(filtered.astype(np.float32), geom)
+    else:
+        out = backend.host(backend.kernels.backproject_fdk(backend.to(filtered), geom, interpolation="texture"))[0]
+    error = rel(out, scan["bp"])
+    assert AGREEMENT < error < TEXTURE_FILTER_BOUND
+
+
+# ------------------------------------------------------------------------------------------ GPU only
+@pytest.mark.gpu
+def test_gpu_float64_in_float64_out_and_device(scan):
+    import cupy
+
+    proj = cupy.asarray(scan["filtered"])
+    out = cbct.backproject(proj, scan["filtered_geom"])
+    assert isinstance(out, cupy.ndarray) and out.dtype == cupy.float64 and out.device == proj.device
+    assert rel(out.get(), scan["bp"]) < AGREEMENT
+
+
+@pytest.mark.gpu
+def test_gpu_memory_limit_splits_views_and_slabs(scan):
+    import cupy
+
+    from cbct.cuda import kernels
+
+    geom = scan["geom"]
+    vol = cupy.asarray(scan["volume"], dtype=cupy.float32)
+    whole = kernels.project(vol, geom)
+    slabbed = kernels.project(vol, geom, memory_limit=geom.volume.shape[1] * geom.volume.shape[2] * 8 * 5)
+    assert rel(slabbed.get(), whole.get().astype(np.float64)) < 1e-6
+    filtered = cupy.asarray(scan["filtered"], dtype=cupy.float32)
+    fgeom = scan["filtered_geom"]
+    chunked = kernels.backproject_fdk(filtered, fgeom, np.array([0, 7, 40]), memory_limit=fgeom.detector_shape[0] * fgeom.detector_shape[1] * 8 * 6)
+    assert rel(chunked.get().sum(axis=0), scan["bp"]) < AGREEMENT
+
+
+@pytest.mark.gpu
+def test_gpu_fdk_host_streams_slabs(scan):
+    from cbct.cuda import fdk_host
+
+    out = fdk_host(scan["projections"].astype(np.float32), scan["geom"], memory_limit=300_000, views_per_chunk=8)
+    assert isinstance(out, np.ndarray) and out.dtype == np.float32
+    assert rel(out, scan["fdk"]) < AGREEMENT
+
+
+@pytest.mark.gpu
+def test_gpu_two_streams_share_constant_memory_safely(scan):
+    import cupy
+
+    from cbct.cuda import kernels
+
+    geom = scan["geom"]
+    volumes = [cupy.asarray(scan["volume"] * s, dtype=cupy.float32) for s in (1.0, 2.0)]
+    streams = [cupy.cuda.Stream(non_blocking=True) for _ in volumes]
+    outs = []
+    for vol, stream in zip(volumes, streams):
+        with stream:
+            outs.append(kernels.project(vol, geom))
+    for s in streams:
+        s.synchronize()
+    np.testing.assert_allclose(outs[1].get(), 2 * outs[0].get(), rtol=1e-5, atol=1e-6 * float(abs(outs[1]).max()))
+
+
+@pytest.mark.gpu
+def test_gpu_kernels_reject_host_arrays_by_name(scan):
+    from cbct.cuda import kernels
+
+    with pytest.raises(TypeError, match="volume must be a CuPy array"):
+        kernels.project(scan["volume"], scan["geom"])
+    with pytest.raises(ValueError, match="interpolation"):
+        kernels.backproject_fdk(scan["filtered"], scan["filtered_geom"], interpolation="nearest")
