@@ -22,8 +22,10 @@ label volume (:func:`dental_phantom_with_labels`) holds the tissue's ``label``. 
 multiplicative texture (relative standard deviation ``texture``, clipped at ±2.5 σ); every other tissue is uniform.
 
 The anatomy is built in its own frame (mm, occlusal plane at ``z = 0``, dental arch centred in ``(x, y)``), placed at
-the grid's centre and scaled down uniformly when the grid's ``(y, x)`` extent is too small for an adult jaw (about
-80 × 72 mm); a grid shorter than the anatomy in ``z`` shows a slab of it. Each voxel takes the tissue at its centre
+the world origin (the rotation axis of a scan; the occlusal plane 0–4 mm above it) and scaled down uniformly when the
+grid's ``(y, x)`` extent is too small for an adult jaw (about 80 × 72 mm). A grid shorter than the anatomy in ``z``
+shows a slab of it; a grid offset from the origin shows the part of the anatomy it covers (pass ``scale=1`` for a
+small region of interest at full size). Each voxel takes the tissue at its centre
 (no partial-volume averaging). Randomness: a seed draws four independent streams (anatomy, texture, metal, spare), so
 ``metal=True`` and ``metal=False`` with the same seed give the same anatomy and differ only where metal is.
 """
@@ -42,7 +44,7 @@ from scipy.spatial import cKDTree
 
 from cbct.geometry import VolumeGrid
 
-__all__ = ["Tissue", "TISSUES", "MU", "LABEL", "dental_phantom", "dental_phantom_with_labels", "dental_phantom_grid"]
+__all__ = ["Tissue", "TISSUES", "MU", "LABEL", "METAL_LABELS", "dental_phantom", "dental_phantom_with_labels", "dental_phantom_grid"]
 
 logger = logging.getLogger(__name__)
 
@@ -787,19 +789,22 @@ def dental_phantom_with_labels(
         scale = min(1.0, 0.96 * half[0] / _ADULT_HALF_EXTENT_XY[0], 0.96 * half[1] / _ADULT_HALF_EXTENT_XY[1])
     raster = _Raster(grid, anatomy, float(scale))
     labels = np.empty(grid.shape, np.uint8)
+    volume = np.empty(grid.shape, np.float32)
+    lut = np.array([t.mu for t in TISSUES], np.float32)
+    if texture > 0:
+        field, origin, spacing = _texture_field(np.random.default_rng(seeds[1]))
     nz, ny, nx = grid.shape
     chunk = max(1, (1 << 21) // (ny * nx))
     for z0 in range(0, nz, chunk):
-        raster.paint(labels[z0 : z0 + chunk], z0, min(nz, z0 + chunk), bool(metal))
-    lut = np.array([t.mu for t in TISSUES], np.float32)
-    volume = lut[labels]
-    if texture > 0:
-        field, origin, spacing = _texture_field(np.random.default_rng(seeds[1]))
-        k, j, i = np.nonzero(labels == _TRAB)
-        coords = np.stack([(raster.x[i] - origin[0]) / spacing, (raster.y[j] - origin[1]) / spacing,
-                           (raster.z[k] - origin[2]) / spacing])
-        noise = ndimage.map_coordinates(field, coords, order=1, mode="nearest")
-        volume[k, j, i] *= 1.0 + float(texture) * np.clip(noise, -2.5, 2.5)
+        z1 = min(nz, z0 + chunk)
+        raster.paint(labels[z0:z1], z0, z1, bool(metal))
+        volume[z0:z1] = lut[labels[z0:z1]]
+        if texture > 0:  # smooth multiplicative texture of trabecular bone, fixed in the anatomy frame
+            k, j, i = np.nonzero(labels[z0:z1] == _TRAB)
+            coords = np.stack([(raster.x[i] - origin[0]) / spacing, (raster.y[j] - origin[1]) / spacing,
+                               (raster.z[z0 + k] - origin[2]) / spacing])
+            noise = ndimage.map_coordinates(field, coords, order=1, mode="nearest")
+            volume[z0 + k, j, i] *= 1.0 + float(texture) * np.clip(noise, -2.5, 2.5).astype(np.float32)
     logger.debug("dental phantom %s: scale %.3f, %.2f s", grid.shape, scale, time.perf_counter() - started)
     return volume, labels
 
@@ -818,7 +823,7 @@ def dental_phantom(
     """A procedural dental phantom: (nz, ny, nx) float32 linear attenuation in mm⁻¹ on ``grid``.
 
     Args:
-        grid: the voxel grid (any shape and voxel size; the anatomy is centred on the grid's centre).
+        grid: the voxel grid (any shape, voxel size and offset; the anatomy sits at the world origin).
         rng: seed or generator; the same seed gives the same phantom (``None``: fresh entropy).
         metal: add metal restorations (amalgam fillings, metal crowns, implants in gaps), at least one.
         n_teeth: teeth per quadrant counted from the midline (1 to 8; 8 includes the third molar). ``None``: seven,
