@@ -64,6 +64,7 @@ def simulate_scan(
     volume_format: str | None = None,
     volume_options: dict[str, Any] | None = None,
     scale: float | None = None,
+    flip: list[str] | tuple[str, ...] = (),
     downsample: int = 1,
     size: int = 64,
     fov: float = 80.0,
@@ -90,6 +91,8 @@ def simulate_scan(
         volume: a :class:`cbct.io.Volume`, or a path read with :func:`cbct.io.read_volume` (DICOM series, NIfTI,
             HDF5, MetaImage, .mat) with ``volume_format``/``volume_options``; values must be mm⁻¹ after ``scale``.
         scale: multiply the input volume (e.g. 1.9e-5 for ``head.mha`` units).
+        flip: axes of the input volume to reverse (``"z"``, ``"y"``, ``"x"``), to bring it into cbct's frame
+            (``+z`` towards the top of the head, face towards ``-y``); e.g. ``["z", "y"]`` for ``head.mha``.
         downsample: average ``downsample``³ blocks of the input volume first.
         size, fov: phantom grid: ``size``³ voxels over ``fov`` mm.
         views, arc_deg, dso, dsd: the circular orbit (mm, degrees); the detector is sized to cover the volume.
@@ -118,6 +121,12 @@ def simulate_scan(
         data = np.asarray(vol.data, dtype=np.float32)
         if scale is not None:
             data = data * np.float32(scale)
+        axes = {"z": 0, "y": 1, "x": 2}
+        bad = [a for a in flip if a not in axes]
+        if bad:
+            raise ValueError(f"flip takes axes 'z', 'y', 'x', got {bad}")
+        if flip:
+            data = np.ascontiguousarray(np.flip(data, axis=tuple(axes[a] for a in flip)))
         data, grid = _downsample(data, vol.grid, int(downsample))
         grid = VolumeGrid(grid.shape, grid.voxel_size)  # centre it on the rotation axis
         if float(data.max()) > 1.0:
@@ -209,6 +218,7 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     src.add_argument("--phantom", choices=PHANTOMS, default="shepp-logan", help="phantom to scan (default: shepp-logan)")
     src.add_argument("--volume", type=pathlib.Path, help="a volume file or DICOM folder to scan instead (mm^-1 after --scale)")
     p.add_argument("--scale", type=float, help="multiply the input volume's values (to get mm^-1)")
+    p.add_argument("--flip", nargs="+", choices=("z", "y", "x"), default=(), help="reverse these axes of the input volume")
     p.add_argument("--downsample", type=int, default=1, help="average NxNxN blocks of the input volume first")
     p.add_argument("--out", type=pathlib.Path, required=True, help="scan file to write (.h5)")
     p.add_argument("--id", help="scan id (default: the file stem)")
@@ -236,7 +246,7 @@ def run(args: argparse.Namespace) -> int:
     if args.out.exists() and not args.force:
         raise FileExistsError(f"{args.out} exists; pass --force to overwrite it")
     scan = simulate_scan(
-        phantom=None if args.volume else args.phantom, volume=args.volume, scale=args.scale, downsample=args.downsample,
+        phantom=None if args.volume else args.phantom, volume=args.volume, scale=args.scale, flip=args.flip, downsample=args.downsample,
         size=args.size, fov=args.fov, views=args.views, arc_deg=args.arc, dso=args.dso, dsd=args.dsd,
         sparse=args.sparse, motion=args.motion, max_rotation_deg=args.max_rotation_deg,
         max_translation_mm=args.max_translation_mm, noise=args.noise, electronic_sigma=args.electronic_sigma,
