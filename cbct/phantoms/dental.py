@@ -515,7 +515,8 @@ class _Raster:
         b_c = np.array([t.half_widths[3] for t in teeth])
         return {"s": np.array([t.s for t in teeth]), "n_t": np.array([t.n for t in teeth]),
                 "tan": np.array([t.tan_tilt for t in teeth]), "cej": np.array([t.z_cej for t in teeth]),
-                "tc": b_c + 1.6, "tb": b_c + 3.2}
+                "tc": b_c + 1.6, "tb": b_c + 3.2, "apex": np.array([t.z_cej + (t.root if t.upper else -t.root) for t in teeth]),
+                "root": np.array([t.root for t in teeth])}
 
     def _upper_fields(self, S, N, Y) -> dict[str, np.ndarray]:
         a, k = self.a, self._knots(self.upper)
@@ -532,11 +533,13 @@ class _Raster:
         f["d_in"] = d_in
         f["pal_low"] = f["crest"] + 2.0 + a.palate_vault * (1 - np.exp(-np.maximum(d_in, 0) / 5.0))
         f["inside"] = (N <= nb_crest) & (Y <= a.y_palate_back)
+        # the nasal floor: the palate's upper surface, and above the apices of the nearest upper teeth
+        f["nasal_floor"] = np.maximum(f["pal_low"] + a.palate_thickness, np.interp(S, k["s"], k["apex"]) + 3.0)
         return {key: (v if v.dtype == bool else v.astype(np.float32)) for key, v in f.items()}
 
     def _lower_fields(self, S) -> dict[str, np.ndarray]:
         a, k = self.a, self._knots(self.lower)
-        f = {key: np.interp(S, k["s"], k[key]) for key in ("n_t", "tan", "cej", "tc", "tb")}
+        f = {key: np.interp(S, k["s"], k[key]) for key in ("n_t", "tan", "cej", "tc", "tb", "root")}
         abs_s = np.abs(S)
         r0, r1 = a.ramus
         m1_s = next(abs(t.s) for t in self.lower if t.index == 5)
@@ -579,7 +582,7 @@ class _Raster:
         lower teeth), inside the upper arch and in front of the soft palate."""
         a, up = self.a, self.up
         Y = self.y[:, None]
-        roof = np.where(up["d_in"] > 0, up["pal_low"] - 2.0, 0.5)
+        roof = np.where(up["d_in"] > 4.0, up["pal_low"] - 2.0, 0.5)  # the tongue touches the teeth and gums
         yh, zh = a.hinge
         lower_plane = zh + (self.sin * (Y - yh) - zh) / self.cos  # the mandible's occlusal plane
         tongue = np.maximum(lower_plane + 0.3, roof - a.tongue_gap)
@@ -662,7 +665,7 @@ class _Raster:
             view[(X / rx) ** 2 + (Y / ry) ** 2 + (Zs / rz) ** 2 <= 1.0] = _AIR
         # nasal cavity above the palate, with a cortical lining and septum
         w_n = a.nasal_half_width
-        floor = f["pal_low"] + a.palate_thickness  # (ny, nx)
+        floor = f["nasal_floor"]  # (ny, nx)
         xs = _range(self.x, -w_n - 1.0, w_n + 1.0)
         ys = _range(self.y, a.y_front + 10.0, a.pharynx[0])
         if xs.start >= xs.stop or ys.start >= ys.stop:
@@ -681,7 +684,7 @@ class _Raster:
     def _paint_mandible(self, lab, f, Zp, yp) -> None:
         a = self.a
         hz = f["cej"] - Zp
-        nb = f["n_t"] - hz * f["tan"]  # the bone follows the roots' inclination
+        nb = f["n_t"] - np.minimum(hz, f["root"]) * f["tan"]  # the bone follows the roots' inclination
         t = f["tc"] + (f["tb"] - f["tc"]) * np.clip(hz / 12.0, 0.0, 1.0)
         zm, hzb = (f["crest"] + f["bottom"]) / 2, (f["crest"] - f["bottom"]) / 2
         dn = f["n"] - nb
