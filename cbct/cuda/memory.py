@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from cbct._checks import check_array, check_geometry
+from cbct.backend import array_library
 from cbct.cuda.planning import StreamingPlan, crop_rows, plan_fdk_streaming, slab_geometry
 from cbct.fdk.filters import ramp_filter_rows
 from cbct.fdk.reconstruction import FDKFilterPlan, plan_fdk_filter
@@ -97,7 +98,7 @@ def fdk_host(
     from cbct.cuda.kernels import _budget, check_options, fdk_backproject_into
 
     geom = check_geometry(geom)
-    if not isinstance(projections, np.ndarray):
+    if array_library(projections) != "numpy":
         raise TypeError(f"projections must be a NumPy array (use cbct.fdk for CuPy arrays), got {type(projections).__name__}")
     projections = check_array(projections, "projections", geom.projection_shape, "the projection shape of the geometry")
     if projections.ndim != 3:

@@ -1,0 +1,165 @@
+"""The host side of the CUDA backend (cbct.cuda.kernels, textures, memory) run against tests/fake_cupy.py: CuPy's
+data model on NumPy with the kernels emulated from what the host uploads and passes. Catches wrong constant
+layouts, chunk and slab bookkeeping, segment ids, accumulate flags and texture set-up without a GPU; the real
+CuPy API and kernels are covered by the gpu-marked tests."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import cbct
+import fake_cupy
+from cbct.cpu import kernels as cpu
+from cbct.phantoms import shepp_logan_projections, shepp_logan_volume
+
+AGREEMENT = 1e-4
+
+
+@pytest.fixture(autouse=True)
+def one_numba_thread():
+    import numba
+
+    before = numba.get_num_threads()
+    numba.set_num_threads(1)
+    yield
+    numba.set_num_threads(before)
+
+
+@pytest.fixture
+def cp(monkeypatch):
+    with fake_cupy.installed(monkeypatch) as module:
+        yield module
+
+
+@pytest.fixture(scope="module")
+def scan():
+    geom = cbct.ConeGeometry.circular(
+        dso=300.0, dsd=450.0, detector_shape=(22, 30), detector_pixel_size=(2.4, 2.2), volume_shape=(18, 20, 19),
+        voxel_size=(2.0, 1.9, 2.1), n_views=30, volume_offset=(1.5, -2.0, 1.0), detector_offset=(1.2, 0.0),
+    )
+    volume = shepp_logan_volume(geom.volume, half_size=19.0).astype(np.float64)
+    projections = shepp_logan_projections(geom, half_size=19.0).astype(np.float64)
+    filtered, filtered_geom = cbct.fdk_filter(projections, geom)
+    return {"geom": geom, "volume": volume, "projections": projections, "filtered": filtered,
+            "filtered_geom": filtered_geom, "bp": cpu.backproject_fdk(filtered, filtered_geom)[0]}
+
+
+def rel(a, b) -> float:
+    a = a.get() if hasattr(a, "get") else a
+    return float(np.linalg.norm(np.asarray(a, np.float64) - b) / np.linalg.norm(b))
+
+
+def launches(name: str) -> list:
+    return [launch for launch in fake_cupy.RawModule.launches if launch[0].startswith(name)]
+
+
+def test_operators_dispatch_to_the_cuda_backend(cp, scan):
+    proj = cp.asarray(scan["filtered"], dtype=cp.float32)
+    out = cbct.backproject(proj, scan["filtered_geom"])
+    assert isinstance(out, cp.ndarray) and out.dtype == np.float32
+    assert rel(out, scan["bp"]) < AGREEMENT
+    assert [l[:2] for l in launches("fdk_backproject")] == [("fdk_backproject<8, false>", (1, 3, 3))]
+
+
+def test_fdk_chunks_and_segments(cp, scan, monkeypatch):
+    import cbct.cuda.kernels as kernels
+
+    monkeypatch.setattr(kernels, "MAX_FDK_VIEWS", 8)
+    proj = cp.asarray(scan["filtered"], dtype=cp.float32)
+    starts = np.array([0, 5, 5, 17, 30])
+    out = kernels.backproject_fdk(proj, scan["filtered_geom"], starts, voxels_per_thread=4)
+    assert sorted(l[2] for l in launches("fdk_backproject<4, false>")) == [7, 7, 8, 8]
+    parts = out.get()
+    assert np.all(parts[1] == 0)
+    for k, (a, b) in enumerate(zip(starts[:-1], starts[1:])):
+        if b > a:
+            alone = cpu.backproject_fdk(np.ascontiguousarray(scan["filtered"][a:b]), scan["filtered_geom"][a:b])[0]
+            assert rel(parts[k], alone) < AGREEMENT
+    assert rel(parts.sum(axis=0), scan["bp"]) < AGREEMENT
+
+
+def test_fdk_texture_memory_budget_cuts_views(cp, scan):
+    import cbct.cuda.kernels as kernels
+
+    fgeom = scan["filtered_geom"]
+    per_view = fgeom.detector_shape[0] * fgeom.detector_shape[1] * 8
+    out = kernels.backproject_fdk(cp.asarray(scan["filtered"]), fgeom, memory_limit=per_view * 6)
+    assert out.dtype == np.float64  # float64 in, float64 out (computed in float32)
+    assert all(l[2] <= 6 for l in launches("fdk_backproject")) and len(launches("fdk_backproject")) == 5
+    assert rel(out[0], scan["bp"]) < AGREEMENT
+
+
+def test_projector_slabs_accumulate(cp, scan, monkeypatch):
+    import cbct.cuda.kernels as kernels
+
+    monkeypatch.setattr(kernels, "MAX_PROJECT_VIEWS", 12)
+    geom = scan["geom"]
+    vol = cp.asarray(scan["volume"], dtype=cp.float32)
+    expected = cpu.project(scan["volume"], geom)
+    whole = kernels.project(vol, geom)
+    assert rel(whole, expected) < AGREEMENT
+    assert len(launches("joseph_project")) == 3  # 30 views in chunks of at most 12
+    fake_cupy.RawModule.launches.clear()
+    plane = geom.volume.shape[1] * geom.volume.shape[2] * 8
+    slabbed = kernels.project(vol, geom, memory_limit=plane * 7)
+    assert len(launches("joseph_project")) == 3 * 3  # 18 planes in slabs of at most 7, each in 3 view chunks
+    assert rel(slabbed, expected) < AGREEMENT
+
+
+def test_matched_backprojection_view_subsets(cp, scan, monkeypatch):
+    import cbct.cuda.kernels as kernels
+
+    monkeypatch.setattr(kernels, "MAX_MATCHED_VIEWS", 4)
+    geom, proj = scan["geom"], scan["projections"]
+    views = np.array([2, 3, 11, 12, 13, 29])
+    out = kernels.backproject_matched(cp.asarray(proj, dtype=cp.float32), geom, views)
+    assert [l[2] for l in launches("joseph_backproject")] == [3, 3]
+    assert rel(out, cpu.backproject_matched(proj, geom, views)) < AGREEMENT
+    with pytest.raises(ValueError, match="views must be indices"):
+        kernels.backproject_matched(cp.asarray(proj, dtype=cp.float32), geom, np.array([0, 30]))
+
+
+def test_precision_options_reach_the_texture(cp, scan):
+    import cbct.cuda.kernels as kernels
+
+    proj = cp.asarray(scan["filtered"], dtype=cp.float32)
+    fgeom = scan["filtered_geom"]
+    exact = rel(kernels.backproject_fdk(proj, fgeom)[0], scan["bp"])
+    half = rel(kernels.backproject_fdk(proj, fgeom, texture_dtype="float16")[0], scan["bp"])
+    filtered_by_texture = rel(kernels.backproject_fdk(proj, fgeom, interpolation="texture")[0], scan["bp"])
+    assert exact < 1e-5 < half < 5e-4 and AGREEMENT < filtered_by_texture < 5e-3
+    assert launches("fdk_backproject<8, true>")
+
+
+def test_fdk_end_to_end_on_the_device(cp, scan):
+    out = cbct.fdk(cp.asarray(scan["projections"], dtype=cp.float32), scan["geom"])
+    assert isinstance(out, cp.ndarray)
+    assert rel(out, cbct.fdk(scan["projections"], scan["geom"])) < AGREEMENT
+
+
+def test_fdk_host_streams_slabs_and_row_bands(cp, scan):
+    from cbct.cuda import fdk_host
+
+    expected = cbct.fdk(scan["projections"], scan["geom"])
+    out = np.full(scan["geom"].volume.shape, np.nan, dtype=np.float32)
+    result = fdk_host(scan["projections"], scan["geom"], memory_limit=150_000, views_per_chunk=8, out=out)
+    assert result is out and np.isfinite(out).all()
+    assert rel(out, expected) < AGREEMENT
+    fdk_launches = launches("fdk_backproject")
+    assert len(fdk_launches) > len(range(0, 30, 8))  # several slabs, each over every view chunk
+    with pytest.raises(TypeError, match="projections must be a NumPy array"):
+        fdk_host(cp.asarray(scan["projections"]), scan["geom"])
+    with pytest.raises(ValueError, match="out must be"):
+        fdk_host(scan["projections"], scan["geom"], out=np.zeros((2, 2, 2), np.float32))
+
+
+def test_kernels_reject_host_arrays_and_bad_options(cp, scan):
+    import cbct.cuda.kernels as kernels
+
+    with pytest.raises(TypeError, match="volume must be a CuPy array"):
+        kernels.project(scan["volume"], scan["geom"])
+    with pytest.raises(ValueError, match="interpolation"):
+        kernels.backproject_fdk(cp.asarray(scan["filtered"]), scan["filtered_geom"], interpolation="nearest")
+    with pytest.raises(ValueError, match="voxels_per_thread"):
+        kernels.backproject_fdk(cp.asarray(scan["filtered"]), scan["filtered_geom"], voxels_per_thread=3)
