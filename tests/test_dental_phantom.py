@@ -189,3 +189,19 @@ def test_bad_grid_sizes_raise():
         dental_phantom_grid(0)
     with pytest.raises(ValueError, match="fov"):
         dental_phantom_grid(64, fov=-1.0)
+
+
+def test_roots_and_implants_sit_in_bone():
+    _, lab = dental_phantom_with_labels(dental_phantom_grid(128), rng=7, metal=True)
+    bone = [LABEL["trabecular_bone"], LABEL["cortical_bone"]]
+    outside = [LABEL["soft_tissue"], LABEL["air"]]
+    for name in ("dentin", "titanium"):
+        part = lab == LABEL[name]
+        assert part.sum() > 50, name
+        ring = lab[ndimage.binary_dilation(part) & ~part]
+        in_bone, exposed = np.isin(ring, bone).sum(), np.isin(ring, outside).sum()
+        assert in_bone > 2.5 * exposed, name  # roots in the jaw; crowns covered by enamel, the abutment by gingiva
+    # the maxillary sinuses and the nasal cavity are air inside the maxilla, above the occlusal plane
+    z_world = (np.arange(128) - 63.5) * 90 / 128
+    air = lab == LABEL["air"]
+    assert air[z_world > 25].mean() > air[(z_world > -20) & (z_world < -5)].mean()
