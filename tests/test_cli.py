@@ -77,10 +77,13 @@ def test_batch_isolates_failures_and_resumes(tmp_path, scans, capsys):
     assert {s["id"]: s["status"] for s in summary["scans"]} == {"truncated": "failed", "mismatch": "failed", "good": "skipped"}
     assert (good / "volume.h5").stat().st_mtime_ns == mtime
 
-    # --force redoes it; --only limits the batch: exit 0 when nothing failed
-    assert main(["run", str(manifest), "-p", "fdk", "-o", str(out), "--only", "good", "--force", "--no-progress"]) == 0
+    # --force redoes it; --only limits the batch: exit 0 when nothing failed; --profile keeps the measurements
+    assert main(["run", str(manifest), "-p", "fdk", "-o", str(out), "--only", "good", "--force", "--profile",
+                 "--no-progress"]) == 0
     assert _summary(capsys)["counts"] == {"ok": 1, "skipped": 0, "failed": 0}
     assert (good / "volume.h5").stat().st_mtime_ns != mtime
+    profile = json.loads((good / "result.json").read_text())["profile"]
+    assert [s["name"] for s in profile["stages"]] == ["preprocess", "fdk", "export"] and profile["stages"][1]["gups"] > 0
 
     # another pipeline into the same folder does not silently mix results
     other = tmp_path / "other.yaml"
@@ -146,6 +149,14 @@ def test_simulate_options(tmp_path, capsys):
     assert 0 < rot.max() <= 3.0 + 1e-6
     # the saved geometry is the nominal one (a circle), not the moved one
     np.testing.assert_allclose(np.linalg.norm(moving.geometry.sources[:, :2], axis=1), 500.0)
+    # a real DICOM CT series as the input volume (HU -> mm^-1 with mu_water = 0.02)
+    from pydicom.data import get_testdata_file
+
+    series = pathlib.Path(get_testdata_file("CT_small.dcm")).parent / "dicomdirtests" / "98892001" / "CT5N"
+    assert main(["simulate", "--volume", str(series), "--views", "20", "--out", str(tmp_path / "ct.h5")]) == 0
+    ct = Scan.read(tmp_path / "ct.h5")
+    assert ct.geometry.volume.shape == (5, 16, 16) and ct.reference.data.max() > 0.01
+    assert ct.projections.max() > 0.1 and ct.metadata["phantom"] == "volume"
     assert main(["simulate", "--raw", "--out", str(tmp_path / "raw.h5")]) == 1
     assert "raw counts need a photon count" in capsys.readouterr().err
     assert main(["simulate", "--out", str(tmp_path / "moving.h5")]) == 2  # exists: refuses without --force

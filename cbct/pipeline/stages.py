@@ -48,14 +48,17 @@ def to_host(x: Any) -> Any:
 # ---------------------------------------------------------------------------------------------------- preprocess
 def preprocess_stage(state: PipelineState, *, min_transmission: float = 1e-6, clip_negative: bool = False) -> PipelineState:
     """Raw counts → line integrals (dark/flat correction, ``-log`` with clipping); line integrals pass through
-    after a finiteness check. The raw data is dropped from the state once converted."""
+    after a finiteness check. The raw data is dropped from the state once converted. The projections are left on
+    the run's device (``state.extras["device"]``), so later stages find them where they will run."""
     from cbct.preprocess import counts_to_line_integrals
 
+    device = state.extras.get("device", "cpu")
     counts = state.raw.get("counts") if state.raw else None
     if counts is not None:
         proj = counts_to_line_integrals(counts, dark=state.raw.get("dark"), flat=state.raw.get("flat"),
                                         min_transmission=min_transmission, clip_negative=clip_negative)
-        return state.replace(projections=proj, raw={}, metadata={**state.metadata, "preprocessed": "dark/flat, -log"})
+        return state.replace(projections=to_device(proj, device), raw={},
+                             metadata={**state.metadata, "preprocessed": "dark/flat, -log"})
     if state.projections is None:
         raise ValueError("preprocess: the state holds neither raw counts nor projections")
     xp_name = type(state.projections).__module__.split(".")[0]
@@ -63,9 +66,10 @@ def preprocess_stage(state: PipelineState, *, min_transmission: float = 1e-6, cl
         __import__(xp_name).isfinite(state.projections).all())
     if not finite:
         raise ValueError("preprocess: projections contain NaN or infinite values")
+    proj = to_device(state.projections, device)
     if clip_negative:
-        state = state.replace(projections=np.maximum(state.projections, 0.0))
-    return state
+        proj = proj.clip(0.0, None)
+    return state.replace(projections=proj)
 
 
 preprocess_stage.params_schema = {
