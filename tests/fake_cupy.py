@@ -408,8 +408,10 @@ def installed(monkeypatch: Any):
     import sys
 
     from cbct.cuda import compile as compile_module
+    from cbct.cuda import textures
 
     compile_module._module.cache_clear()
+    textures.texture_limits.cache_clear()
     RawModule.launches.clear()
     for name, module in build().items():
         monkeypatch.setitem(sys.modules, name, module)
@@ -417,3 +419,4 @@ def installed(monkeypatch: Any):
         yield sys.modules["cupy"]
     finally:
         compile_module._module.cache_clear()
+        textures.texture_limits.cache_clear()

@@ -13,6 +13,7 @@ keep it alive until every kernel reading it has completed (synchronise the strea
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any, Literal
 
 __all__ = ["Texture", "TEXTURE_DTYPES", "layered_texture", "volume_texture", "texture_limits"]
@@ -47,8 +48,9 @@ class Texture:
     nbytes: int
 
 
+@functools.lru_cache(maxsize=None)
 def texture_limits(device_id: int) -> dict[str, int]:
-    """Texture size limits of a device (layered 2D width/height/layers, 3D width/height/depth)."""
+    """Texture size limits of a device (layered 2D width/height/layers, 3D width/height/depth); read once."""
     import cupy
 
     attrs = cupy.cuda.Device(device_id).attributes
