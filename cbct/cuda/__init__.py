@@ -6,8 +6,11 @@ Importing this package imports neither CuPy nor torch; CuPy is imported when a k
   :mod:`cbct.operators` dispatches to for CuPy input), device-resident in and out.
 - :mod:`cbct.cuda.memory`: FDK from host (NumPy) projections streamed through the GPU in chunks, with the volume
   split along z when it does not fit in GPU memory (:func:`fdk_host`).
+- :mod:`cbct.cuda.planning`: the exact cuts (view chunks, z slabs, detector-row bands) and the streaming plan;
+  :mod:`cbct.cuda.textures`: layered / 3D textures with a zero border, float32 or float16 texels.
 - :mod:`cbct.cuda.compile`, :mod:`cbct.cuda.sources`: loading and compiling the kernels;
   :mod:`cbct.cuda.offline`: ``nvcc`` resource checks (no GPU needed).
+- :mod:`cbct.autograd` (outside this package): torch ``autograd.Function``s over these kernels.
 """
 
 from __future__ import annotations
