@@ -129,7 +129,8 @@ def ssim_map(x, ref, *, data_range: float, spatial_dims: int = 2, sigma: float =
     if spatial_dims not in (2, 3):
         raise ValueError(f"spatial_dims must be 2 (per-slice SSIM) or 3 (volumetric SSIM), got {spatial_dims!r}")
     if xa.ndim < spatial_dims:
-        raise ValueError(f"x must have at least {spatial_dims} dimensions for spatial_dims={spatial_dims}, got shape {xa.shape}")
+        raise ValueError(f"x must have at least {spatial_dims} dimensions for spatial_dims={spatial_dims}, "
+                         f"got shape {xa.shape}")
     if not (isinstance(sigma, (int, float)) and sigma > 0):
         raise ValueError(f"sigma must be a positive number of voxels, got {sigma!r}")
     sig = (0.0,) * (xa.ndim - spatial_dims) + (float(sigma),) * spatial_dims

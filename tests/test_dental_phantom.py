@@ -118,7 +118,11 @@ def test_metal_restorations_vary_with_the_seed():
 
 @pytest.mark.parametrize(
     "shape, voxel, offset",
-    [((40, 50, 60), (1.5, 1.2, 1.0), (0.0, 0.0, 0.0)), ((10, 32, 24), (3.0, 2.5, 3.5), (5.0, -3.0, 2.0)), ((3, 4, 5), 20.0, 0.0)],
+    [
+        ((40, 50, 60), (1.5, 1.2, 1.0), (0.0, 0.0, 0.0)),
+        ((10, 32, 24), (3.0, 2.5, 3.5), (5.0, -3.0, 2.0)),
+        ((3, 4, 5), 20.0, 0.0),
+    ],
 )
 def test_any_grid_works(shape, voxel, offset):
     grid = VolumeGrid(shape, voxel, offset)

@@ -44,7 +44,10 @@ from scipy.spatial import cKDTree
 
 from cbct.geometry import VolumeGrid
 
-__all__ = ["Tissue", "TISSUES", "MU", "LABEL", "METAL_LABELS", "dental_phantom", "dental_phantom_with_labels", "dental_phantom_grid"]
+__all__ = [
+    "Tissue", "TISSUES", "MU", "LABEL", "METAL_LABELS", "dental_phantom", "dental_phantom_with_labels",
+    "dental_phantom_grid",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -214,14 +217,17 @@ class _Anatomy:
 def _check_rng(rng) -> np.random.Generator:
     if isinstance(rng, np.random.Generator):
         return rng
-    if rng is None or isinstance(rng, (np.random.SeedSequence, np.integer)) or (isinstance(rng, int) and not isinstance(rng, bool)):
+    is_int = isinstance(rng, (int, np.integer)) and not isinstance(rng, bool)
+    if rng is None or is_int or isinstance(rng, np.random.SeedSequence):
         if isinstance(rng, (int, np.integer)) and rng < 0:
             raise ValueError(f"rng must be a non-negative seed, a numpy.random.Generator or None, got {rng}")
         return np.random.default_rng(rng)
     raise TypeError(f"rng must be an int seed, a numpy.random.Generator or None, got {type(rng).__name__}")
 
 
-def _draw_anatomy(rng: np.random.Generator, n_teeth: int | None, missing_probability: float, opening_deg: float | None) -> _Anatomy:
+def _draw_anatomy(
+    rng: np.random.Generator, n_teeth: int | None, missing_probability: float, opening_deg: float | None
+) -> _Anatomy:
     half_width = rng.uniform(24.0, 28.0)
     depth = rng.uniform(40.0, 46.0)
     power = rng.uniform(1.9, 2.5)
@@ -515,7 +521,8 @@ class _Raster:
         b_c = np.array([t.half_widths[3] for t in teeth])
         return {"s": np.array([t.s for t in teeth]), "n_t": np.array([t.n for t in teeth]),
                 "tan": np.array([t.tan_tilt for t in teeth]), "cej": np.array([t.z_cej for t in teeth]),
-                "tc": b_c + 1.6, "tb": b_c + 3.2, "apex": np.array([t.z_cej + (t.root if t.upper else -t.root) for t in teeth]),
+                "tc": b_c + 1.6, "tb": b_c + 3.2,
+                "apex": np.array([t.z_cej + (t.root if t.upper else -t.root) for t in teeth]),
                 "root": np.array([t.root for t in teeth])}
 
     def _upper_fields(self, S, N, Y) -> dict[str, np.ndarray]:
@@ -551,8 +558,8 @@ class _Raster:
         zh = a.hinge[1]
         in_ramus = abs_s > r0
         f["crest"] = np.where(in_ramus, np.interp(abs_s, [r0, r0 + 14.0, r1], [crest_mol, zh - 4.0, zh - 4.0]), crest_teeth)
-        f["bottom"] = np.where(in_ramus, np.interp(abs_s, [r0, r1 - 10.0, r1], [bottom_mol, bottom_mol + 5.0, bottom_mol + 14.0]),
-                               crest_teeth - height)
+        gonial = np.interp(abs_s, [r0, r1 - 10.0, r1], [bottom_mol, bottom_mol + 5.0, bottom_mol + 14.0])
+        f["bottom"] = np.where(in_ramus, gonial, crest_teeth - height)
         ramus_w = np.clip((abs_s - r0) / 10.0, 0.0, 1.0)  # the ramus is upright and thinner
         f["tan"] = f["tan"] * (1.0 - ramus_w)
         f["tc"] = f["tc"] + (3.5 - f["tc"]) * ramus_w
@@ -645,7 +652,8 @@ class _Raster:
         below_top = Z <= f["top"]
         alveolar = _p4((N - nb) / t) + _p4(np.maximum(f["crest"] + r - Z, 0) / r) + f["end"] <= 1.0
         bone = (alveolar | (f["inside"] & (Z >= f["pal_low"]))) & below_top
-        alveolar_in = _p4((N - nb) / np.maximum(t - c, 0.5)) + _p4(np.maximum(f["crest"] + c + r - Z, 0) / r) + 1.6 * f["end"] <= 1.0
+        crest_in = _p4(np.maximum(f["crest"] + c + r - Z, 0) / r)
+        alveolar_in = _p4((N - nb) / np.maximum(t - c, 0.5)) + crest_in + 1.6 * f["end"] <= 1.0
         body_in = f["inside"] & (self.y[:, None] <= a.y_palate_back - c) & (Z >= f["pal_low"] + 1.2)
         inner = (alveolar_in | body_in) & (Z <= f["top"] - c)
         lab[bone] = _CORT
@@ -653,7 +661,8 @@ class _Raster:
         # maxillary sinuses: air in a thin cortical wall
         for cx, cy, cz, rx, ry, rz in a.sinuses:
             w = 1.2
-            zs, ys, xs = _range(Z.ravel(), cz - rz - w, cz + rz + w), _range(self.y, cy - ry - w, cy + ry + w), _range(self.x, cx - rx - w, cx + rx + w)
+            zs = _range(Z.ravel(), cz - rz - w, cz + rz + w)
+            ys, xs = _range(self.y, cy - ry - w, cy + ry + w), _range(self.x, cx - rx - w, cx + rx + w)
             if zs.start >= zs.stop or ys.start >= ys.stop or xs.start >= xs.stop:
                 continue
             X = self.x[None, None, xs] - cx
@@ -704,7 +713,7 @@ class _Raster:
         lab[below & (lab == _SOFT)] = _AIR
 
     def _paint_teeth(self, lab, z0, z1, lower, with_metal: bool) -> None:
-        for t, (zs, ys, xs) in zip(self.a.teeth, self.bboxes):
+        for t, (zs, ys, xs) in zip(self.a.teeth, self.bboxes, strict=True):
             lo_, hi_ = max(zs.start, z0), min(zs.stop, z1)
             if lo_ >= hi_ or ys.start >= ys.stop or xs.start >= xs.stop:
                 continue
