@@ -282,6 +282,8 @@ def write_dicom_series(
             ds.InstanceNumber = k + 1
             ds.SeriesDescription = series_description[:64]
             ds.KVP = ""
+            ds.AcquisitionNumber = ""
+            ds.Laterality = ""
             ds.ImagePositionPatient = [_ds_number(origin[0]), _ds_number(origin[1]), _ds_number(origin[2] + k * dz)]
             ds.ImageOrientationPatient = ["1", "0", "0", "0", "1", "0"]
             ds.SliceLocation = _ds_number(origin[2] + k * dz)
