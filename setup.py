@@ -25,7 +25,7 @@ setup(
         "gpu": ["cupy-cuda12x>=13.0"],
         "torch": ["torch>=2.1"],
         "io": ["tifffile>=2023.1", "nibabel>=5.0", "pydicom>=2.4"],
-        "test": ["pytest>=7.0", "torch>=2.1", "itk-rtk>=2.5", "tifffile>=2023.1", "nibabel>=5.0", "pydicom>=2.4"],
+        "test": ["pytest>=7.0", "torch>=2.1", "scikit-image>=0.21", "itk-rtk>=2.5", "tifffile>=2023.1", "nibabel>=5.0", "pydicom>=2.4"],
     },
     entry_points={"console_scripts": ["cbct=cbct.cli:main"]},
 )
