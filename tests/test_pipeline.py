@@ -9,7 +9,6 @@ import pytest
 import yaml
 
 import cbct
-from cbct.geometry import VolumeGrid
 from cbct.io import read_scan
 from cbct.phantoms import shepp_logan_projections
 from cbct.pipeline import (STAGES, Pipeline, PipelineError, PipelineState, SchemaError, Stage, builtin_pipelines,

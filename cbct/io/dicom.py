@@ -180,7 +180,6 @@ def read_dicom_series(
             depth = new_depth
     else:
         dz = float(ds0.get("SpacingBetweenSlices", ds0.get("SliceThickness", 1.0)) or 1.0)
-    nz = hu_stack.shape[0]
     dr, dc = float(spacing[0]), float(spacing[1])
     centre = positions[0] - depth[0] * normal + (depth[0] + depth[-1]) / 2 * normal \
         + (cols - 1) / 2 * dc * row_dir + (rows - 1) / 2 * dr * col_dir

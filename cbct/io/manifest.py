@@ -83,7 +83,7 @@ class ManifestEntry:
         """Verify and read (or simulate) the scan; geometry/volume overrides and provenance applied."""
         from cbct.io import read_scan
         from cbct.io.geometry_io import geometry_from_dict, grid_from_dict
-        from cbct.scan import Scan, ScanError
+        from cbct.scan import ScanError
 
         self.verify()
         if self.path is not None:
