@@ -68,6 +68,12 @@ def backproject(projections, geom: ConeGeometry, weighting: Weighting = "fdk"):
     raise ValueError(f"weighting must be 'fdk' or 'matched', got {weighting!r}")
 
 
+def backproject_fdk_trusted(projections, geom: ConeGeometry, starts: np.ndarray | None = None):
+    """FDK-weighted backprojection of projections this package already validated (one scan, C-contiguous float):
+    skips the checks (a full pass and, on a GPU, a sync). Returns (K, nz, ny, nx)."""
+    return kernels_for(projections).backproject_fdk(projections, geom, starts)
+
+
 def segment_starts(n_views: int, n_segments: int | None = None, segment_sizes: Sequence[int] | None = None) -> np.ndarray:
     """(K + 1,) first view of each of K contiguous segments, then ``n_views``.
 

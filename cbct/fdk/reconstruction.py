@@ -19,7 +19,7 @@ from cbct.backend import array_module
 from cbct.fdk.filters import padded_length, ramp_filter_rows, ramp_response
 from cbct.fdk.weights import cosine_weights, redundancy_weights, scan_coverage, uses_offset_weights
 from cbct.geometry import ConeGeometry
-from cbct.operators import backproject
+from cbct.operators import backproject_fdk_trusted
 
 log = logging.getLogger(__name__)
 
@@ -94,12 +94,12 @@ def fdk_filter(
     before, after = plan.pad
     out = xp.zeros((n_views, nv, nu + before + after), dtype=projections.dtype)
     weights = xp.asarray(plan.view_weights, dtype=projections.dtype)
+    response = xp.asarray(plan.response, dtype=projections.dtype)  # uploaded once
     for start in range(0, n_views, VIEWS_PER_CHUNK):
         views = slice(start, min(start + VIEWS_PER_CHUNK, n_views))
-        cos_w = cosine_weights(geom, views, xp).astype(projections.dtype)
-        weighted = projections[views] * cos_w * weights[views][:, None, :]
-        out[views, :, before:before + nu] = weighted
-        out[views] = ramp_filter_rows(out[views], plan.response, xp)
+        cos_w = cosine_weights(geom, views, xp, dtype=projections.dtype)
+        out[views, :, before:before + nu] = projections[views] * cos_w * weights[views][:, None, :]
+        out[views] = ramp_filter_rows(out[views], response, xp)
     return out, plan.geometry
 
 
@@ -129,4 +129,4 @@ def fdk(
     filtered, filtered_geom = fdk_filter(
         projections, geom, filter=filter, cutoff=cutoff, short_scan=short_scan, offset_detector=offset_detector
     )
-    return backproject(filtered, filtered_geom, weighting="fdk")
+    return backproject_fdk_trusted(filtered, filtered_geom)[0]

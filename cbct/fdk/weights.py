@@ -187,9 +187,10 @@ def redundancy_weights(geom: ConeGeometry, *, short_scan: bool | None = None, of
     return weights
 
 
-def cosine_weights(geom: ConeGeometry, views: slice | np.ndarray, xp=np):
+def cosine_weights(geom: ConeGeometry, views: slice | np.ndarray, xp=np, dtype=np.float64):
     """(len(views), nv, nu) FDK cosine weights ``DSD / sqrt(DSD² + u² + v²)``, with ``(u, v)`` measured from the
-    principal point (so detector offsets are respected). ``xp``: array module for the result."""
+    principal point (so detector offsets are respected). ``xp``: array module of the result; ``dtype``: its dtype
+    (only the small per-view offsets are computed on the host)."""
     nv, nu = geom.detector_shape
     sub = geom[views]
     dsd = sub.source_detector_distances()
@@ -197,6 +198,6 @@ def cosine_weights(geom: ConeGeometry, views: slice | np.ndarray, xp=np):
     pitch = sub.pixel_sizes()
     v_mm = (np.arange(nv) - (nv - 1) / 2)[None, :] * pitch[:, 0:1] - pp[:, 0:1]
     u_mm = (np.arange(nu) - (nu - 1) / 2)[None, :] * pitch[:, 1:2] - pp[:, 1:2]
-    dsd_x = xp.asarray(dsd)[:, None, None]
-    r2 = xp.asarray(v_mm)[:, :, None] ** 2 + xp.asarray(u_mm)[:, None, :] ** 2
+    dsd_x = xp.asarray(dsd, dtype=dtype)[:, None, None]
+    r2 = xp.asarray(v_mm, dtype=dtype)[:, :, None] ** 2 + xp.asarray(u_mm, dtype=dtype)[:, None, :] ** 2
     return dsd_x / xp.sqrt(dsd_x**2 + r2)
