@@ -20,13 +20,15 @@ setup(
         "pillow>=9.0",
         "pyyaml>=6.0",
         "tqdm>=4.60",
+        "tifffile>=2023.1",
+        "nibabel>=5.0",
+        "pydicom>=2.4",
     ],
     extras_require={
         "gpu": ["cupy-cuda12x>=13.0"],  # CUDA 12 drivers
         "gpu-cuda13": ["cupy-cuda13x>=14.0"],  # CUDA 13 drivers
         "torch": ["torch>=2.1"],
-        "io": ["tifffile>=2023.1", "nibabel>=5.0", "pydicom>=2.4"],
-        "test": ["pytest>=7.0", "torch>=2.1", "scikit-image>=0.21", "itk-rtk>=2.5", "tifffile>=2023.1", "nibabel>=5.0", "pydicom>=2.4"],
+        "test": ["pytest>=7.0", "torch>=2.1", "scikit-image>=0.21", "itk-rtk>=2.5"],
     },
     entry_points={"console_scripts": ["cbct=cbct.cli:main"]},
 )

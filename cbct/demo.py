@@ -69,7 +69,7 @@ def run_demo(out_dir: pathlib.Path, *, size: int = 128, seed: int = 0, n_views: 
     log.info("FDK of %s voxels in %.2f s", grid.shape, timings["fdk"])
 
     volume_path = write_hdf5_volume(out_dir / "volume.h5", volume, grid)
-    png_path = write_png_preview(out_dir / "slices.png", volume)
+    png_path = write_png_preview(out_dir / "slices.png", volume, grid)
     return {
         "volume": str(volume_path),
         "preview": str(png_path),
