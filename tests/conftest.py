@@ -42,6 +42,17 @@ def data_dir() -> pathlib.Path:
 
 
 @pytest.fixture
+def one_numba_thread():
+    """Tiny cases make thousands of kernel calls: one Numba thread avoids the parallel launch cost of each."""
+    import numba
+
+    before = numba.get_num_threads()
+    numba.set_num_threads(1)
+    yield
+    numba.set_num_threads(before)
+
+
+@pytest.fixture
 def small_geometry() -> cbct.ConeGeometry:
     """A small full-circle scan: 64³ volume of 1 mm voxels, 90 views of 64 × 96 pixels of 1.2 mm."""
     return cbct.ConeGeometry.circular(

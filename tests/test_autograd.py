@@ -12,15 +12,7 @@ import cbct.autograd as ca
 torch = pytest.importorskip("torch")
 
 
-@pytest.fixture(autouse=True)
-def one_numba_thread():
-    """Tiny cases run thousands of calls: one Numba thread avoids the parallel launch cost of each."""
-    import numba
-
-    before = numba.get_num_threads()
-    numba.set_num_threads(1)
-    yield
-    numba.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_numba_thread")
 
 
 @pytest.fixture

@@ -49,14 +49,7 @@ def backend(request) -> Backend:
     return Backend("cupy", cupy)
 
 
-@pytest.fixture(autouse=True)
-def one_numba_thread():
-    import numba
-
-    before = numba.get_num_threads()
-    numba.set_num_threads(1)
-    yield
-    numba.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_numba_thread")
 
 
 @pytest.fixture(scope="module")

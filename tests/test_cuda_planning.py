@@ -24,14 +24,7 @@ from cbct.fdk.reconstruction import plan_fdk_filter
 from cbct.phantoms import shepp_logan_projections
 
 
-@pytest.fixture(autouse=True)
-def one_numba_thread():
-    import numba
-
-    before = numba.get_num_threads()
-    numba.set_num_threads(1)
-    yield
-    numba.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_numba_thread")
 
 
 @pytest.fixture

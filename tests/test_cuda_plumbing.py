@@ -16,14 +16,7 @@ from cbct.phantoms import shepp_logan_projections, shepp_logan_volume
 AGREEMENT = 1e-4
 
 
-@pytest.fixture(autouse=True)
-def one_numba_thread():
-    import numba
-
-    before = numba.get_num_threads()
-    numba.set_num_threads(1)
-    yield
-    numba.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_numba_thread")
 
 
 @pytest.fixture
