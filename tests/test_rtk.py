@@ -61,8 +61,8 @@ def rtk_shepp_logan_projections(geom: cbct.ConeGeometry):
     phantom.SetGeometry(rgeom)
     phantom.SetPhantomScale(PHANTOM_SCALE)
     phantom.Update()
-    image = phantom.GetOutput()
-    return image, rgeom, crtk.itk_to_projections(image)
+    proj = crtk.itk_to_projections(phantom.GetOutput())
+    return crtk.projections_to_itk(proj, geom), rgeom, proj
 
 
 def rtk_fdk(geom: cbct.ConeGeometry, proj_image, rgeom, *, parker=False, displaced=False, hann_cut=0.0) -> np.ndarray:
