@@ -72,26 +72,32 @@ def test_real_anatomy_source_fits_the_field_of_view(data_dir):
     assert np.all(vol[:, (xx * 2) ** 2 + (yy * 2) ** 2 > 27.0**2] == 0)  # nothing outside the cylinder
 
 
-@pytest.mark.parametrize("use_segments", [True, False])
-def test_model_shapes(use_segments):
-    cfg = SBPMACConfig(**{**TINY_MODEL, "use_segments": use_segments, "n_neighbours": 2})
+@pytest.mark.parametrize("use_segments,align", [(True, False), (True, True), (False, False)])
+def test_model_shapes(use_segments, align):
+    cfg = SBPMACConfig(**{**TINY_MODEL, "use_segments": use_segments, "n_neighbours": 2, "align_segments": align})
     model = SBPMAC(cfg)
     image = torch.randn(3, 5, 16, 24)
-    seg = torch.randn(3, 4, 5, 16, 24) if use_segments else None
-    out, artifact = model(image, seg)
+    seg = image[:, None].repeat(1, 4, 1, 1, 1) + torch.randn(3, 4, 5, 16, 24) if use_segments else None
+    out, artifact, aligned, flow = model(image, seg)
     assert out.shape == (3, 1, 16, 24)
+    assert (flow.shape == (3, 4, 2, 16, 24)) if align else flow is None
     assert (artifact.shape == (3, 1, 16, 24)) if use_segments else artifact is None
-    # at initialisation the generator passes the centre slice through unchanged
-    torch.testing.assert_close(out, image[:, 2:3])
+    if align:  # at initialisation the displacement fields are zero: the aligned image is the segments' mean
+        torch.testing.assert_close(aligned, seg.mean(dim=1)[:, 2:3])
+    else:
+        assert aligned is None
+    # at initialisation the generator passes the centre slice (FDK, or the aligned segments) through unchanged
+    torch.testing.assert_close(out, aligned if align else image[:, 2:3], atol=1e-5, rtol=1e-5)
     with pytest.raises(ValueError, match="segments"):
         SBPMAC(SBPMACConfig(**TINY_MODEL))(image[:, :3], None)
     with pytest.raises(ValueError, match="multiples of 2"):
         model(torch.randn(1, 5, 15, 16), torch.randn(1, 4, 5, 15, 16) if use_segments else None)
 
 
-def test_a_training_step_lowers_the_loss_on_a_fixed_batch():
+@pytest.mark.parametrize("align", [False, True])
+def test_a_training_step_lowers_the_loss_on_a_fixed_batch(align):
     torch.manual_seed(0)
-    model = SBPMAC(SBPMACConfig(**TINY_MODEL))
+    model = SBPMAC(SBPMACConfig(**TINY_MODEL, align_segments=align))
     gen = torch.Generator().manual_seed(1)
     target = torch.rand(4, 1, 16, 16, generator=gen)
     seg = target[:, None].repeat(1, 4, 3, 1, 1) + 0.3 * torch.randn(4, 4, 3, 16, 16, generator=gen)
@@ -99,13 +105,13 @@ def test_a_training_step_lowers_the_loss_on_a_fixed_batch():
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
     losses = []
     for _ in range(30):
-        pred, artifact = model(image, seg)
-        loss, parts = sbp_mac_loss(pred, target, image[:, 1:2], artifact, LossWeights(1.0, 0.5))
+        pred, artifact, aligned, _ = model(image, seg)
+        loss, parts = sbp_mac_loss(pred, target, image[:, 1:2], artifact, LossWeights(1.0, 0.5, 0.5), aligned=aligned)
         opt.zero_grad()
         loss.backward()
         opt.step()
         losses.append(parts["total"])
-    assert set(parts) == {"pixel", "artifact", "total"}
+    assert set(parts) == ({"pixel", "artifact", "segment", "total"} if align else {"pixel", "artifact", "total"})
     assert losses[-1] < 0.7 * losses[0]
 
 
@@ -209,3 +215,43 @@ def test_shipped_weights_load_and_correct_a_small_volume():
     err_fdk = np.sqrt(np.mean((s.fdk - s.reference) ** 2))
     err_net = np.sqrt(np.mean((out - s.reference) ** 2))
     assert err_net < err_fdk  # the trained network moves the image towards the motion-free reference
+
+
+def test_evaluation_table_on_tiny_held_out_scans(tmp_path):
+    from cbct.sbp_mac.evaluate import eval_specs, evaluate, format_table
+
+    path, _ = _tiny_weights(tmp_path)
+    (tmp_path / "u").mkdir()
+    unet_path, _ = _tiny_weights(tmp_path / "u", use_segments=False)
+    specs = eval_specs(sources=("ellipsoids",), waveforms=("tilting", "jerk"))
+    assert [s.seed for s in specs] == [9000, 9001] and specs[0].waveform == "tilting"
+    result = evaluate({"plain U-Net": str(unet_path), "SBP-MAC": str(path)}, scan=TINY, specs=specs, cache_dir=str(tmp_path / "c"))
+    assert [r["method"] for r in result["rows"]] == ["FDK", "plain U-Net", "SBP-MAC"] * 2
+    fdk_rows = [r for r in result["rows"] if r["method"] == "FDK"]
+    assert all(10 < r["psnr"] < 80 and 0 < r["ssim"] <= 1 for r in fdk_rows)
+    table = format_table(result)
+    assert "| all held-out scans | 2 | SBP-MAC |" in table and "held-out waveform (tilting)" in table
+
+
+def test_true_displacement_fields_realign_the_segments():
+    """Warping each segment by the true in-plane displacement of its mean pose moves it towards the reference."""
+    from cbct.sbp_mac.data import displacement_field, segment_motion
+    from cbct.sbp_mac.model import warp
+
+    cfg = ScanConfig(volume_shape=(8, 48, 48), n_views=64, n_segments=4, max_rotation_deg=0.5, max_translation_mm=3.0, i0=(1e7, 1e7))
+    spec = SampleSpec("ellipsoids", 11, "jerk")
+    s = simulate_sample(spec, cfg)
+    w, t, pivot = segment_motion(spec, cfg)
+    assert w.shape == t.shape == (4, 3) and np.abs(t).max() > 0.5
+    z = 4
+    flow = torch.from_numpy(displacement_field(w, t, pivot, cfg.grid, z, slice(None), slice(None)))
+    assert flow.shape == (4, 2, 48, 48)
+    # a pure-translation check of the field itself: with w = 0 the field is t / voxel everywhere
+    flat = displacement_field(np.zeros((1, 3)), np.array([[1.0, -2.0, 0.5]]), pivot, cfg.grid, z, slice(None), slice(None))
+    np.testing.assert_allclose(flat[0, 0], 1.0) and np.testing.assert_allclose(flat[0, 1], -2.0)
+    seg = torch.from_numpy(s.segments[:, z][:, None] * 4)
+    ref = torch.from_numpy(s.reference[z])
+    aligned = warp(seg, flow).mean(dim=0)[0]
+    wrong = warp(seg, -flow).mean(dim=0)[0]
+    err_fdk = float((torch.from_numpy(s.fdk[z]) - ref).abs().mean())
+    assert float((aligned - ref).abs().mean()) < 0.8 * err_fdk < float((wrong - ref).abs().mean())

@@ -60,6 +60,11 @@ __all__ = [
     "build_split",
     "load_split",
     "SplitArrays",
+    "cached_split",
+    "iter_samples",
+    "split_key",
+    "segment_motion",
+    "displacement_field",
 ]
 
 SOURCES = ("dental", "ellipsoids", "tigre_head", "head_mha")
@@ -424,6 +429,46 @@ def simulate_sample(spec: SampleSpec, cfg: ScanConfig, *, augment: bool = True) 
         "seconds": time.perf_counter() - t0,
     }
     return Sample(segments.sum(axis=0), segments, reference, meta)
+
+
+def segment_motion(spec: SampleSpec, cfg: ScanConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The mean pose during each of the K segments of a sample's scan: rotation vectors (K, 3) in radians,
+    translations (K, 3) in mm and the pivot (3,) (recomputed from the spec's motion stream, no images needed)."""
+    from cbct.operators import segment_starts
+    from cbct.simulation.motion import rotation_vectors
+
+    _, motion_rng, _ = _streams(spec)
+    params = sample_motion_parameters(
+        waveform=spec.waveform, max_rotation_deg=cfg.max_rotation_deg, max_translation_mm=cfg.max_translation_mm,
+        pivot=cfg.pivot, reference="mean", mixed_kinds=spec.mixed_kinds, rng=motion_rng,
+    )
+    motion = evaluate_motion(params, cfg.n_views)
+    starts = segment_starts(cfg.n_views, cfg.n_segments)
+    rotvecs = rotation_vectors(motion.rotations)
+    w = np.stack([rotvecs[a:b].mean(axis=0) for a, b in zip(starts[:-1], starts[1:])])
+    t = np.stack([motion.translations[a:b].mean(axis=0) for a, b in zip(starts[:-1], starts[1:])])
+    return w, t, np.asarray(motion.pivot)
+
+
+def displacement_field(
+    rotvecs: np.ndarray, translations: np.ndarray, pivot: np.ndarray, grid: VolumeGrid, z: int, rows: slice, cols: slice
+) -> np.ndarray:
+    """(K, 2, h, w) float32 in-plane displacement ``(dx, dy)`` in pixels of the voxels of axial slice ``z``
+    (window ``rows`` × ``cols``) under each segment's mean pose: where each voxel's content lies in that segment."""
+    from cbct.simulation.motion import rotation_matrices
+
+    aff = grid.index_to_world()
+    ii = np.arange(grid.shape[2])[cols]
+    jj = np.arange(grid.shape[1])[rows]
+    x = aff[0, 3] + aff[0, 0] * ii
+    y = aff[1, 3] + aff[1, 1] * jj
+    zw = aff[2, 3] + aff[2, 2] * z
+    pts = np.stack(np.broadcast_arrays(x[None, :], y[:, None], np.full((1, 1), zw)), axis=0)  # (3, h, w)
+    rot = rotation_matrices(np.asarray(rotvecs, np.float64))
+    rel = pts - np.asarray(pivot, np.float64)[:, None, None]
+    moved = np.einsum("kij,jhw->kihw", rot, rel) + np.asarray(pivot)[None, :, None, None] + np.asarray(translations)[:, :, None, None]
+    d = moved - pts[None]
+    return np.stack([d[:, 0] / grid.voxel_size[2], d[:, 1] / grid.voxel_size[1]], axis=1).astype(np.float32)
 
 
 # ---------------------------------------------------------------------------------------------- cached splits

@@ -132,7 +132,8 @@ def correct_volume(
                 b, k, c = s.shape[:3]
                 s = F.pad(s.reshape(b, k * c, h, w), (0, pw, 0, ph), mode="replicate").reshape(b, k, c, h + ph, w + pw)
         with torch.autocast(device_type=dev.type, dtype=torch.bfloat16, enabled=use_amp):
-            pred, a = model(image, s)
+            res = model(image, s)
+        pred, a = res.image, res.artifact
         out[start:start + len(z)] = pred[:, 0, :h, :w].float() / cfg.intensity_scale
         if art is not None and a is not None:
             art[start:start + len(z)] = a[:, 0, :h, :w].float() / cfg.intensity_scale

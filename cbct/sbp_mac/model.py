@@ -17,6 +17,13 @@ modulated by spatial feature transforms (SFT): ``skip * (1 + gamma_l(f_l)) + bet
 ``beta_l`` small convolution stacks whose last layer starts at zero (identity at initialisation). The output is
 the centre FDK slice plus the predicted correction.
 
+Segment alignment (``align_segments=True``): a head on the encoder's 1/4-scale features predicts one smooth in-plane
+displacement field per segment (B, K, 2, H, W after bilinear upsampling, in pixels, zero at initialisation); every
+segment is warped back by its field and the aligned segments are averaged: a motion-compensated FDK image. This
+uses the physics of segmented backprojection: a limited-angle sub-image of an object that moved by ``d`` during that
+segment is (for in-plane motion, exactly in parallel beam) the static sub-image moved by ``d``. The generator then
+reads the FDK slices and the aligned slices, and its residual is added to the aligned centre slice.
+
 With ``use_segments=False`` the same generator runs alone on the FDK slices (no encoder, no modulation): the plain
 U-Net baseline.
 """
@@ -25,13 +32,13 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-__all__ = ["SBPMACConfig", "SBPMAC", "ResBlock", "SFT"]
+__all__ = ["SBPMACConfig", "SBPMAC", "SBPMACOutput", "ResBlock", "SFT", "warp"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,6 +53,7 @@ class SBPMACConfig:
         encoder_channels: degradation-encoder channels per scale (same length as ``channels``).
         segment_features: m, features per segment from the shared stem.
         use_segments: False for the plain U-Net baseline (no encoder, no modulation).
+        align_segments: warp the segments by predicted displacement fields before the generator (needs segments).
         intensity_scale: multiplies mm⁻¹ values before the network (50 maps water, ~0.02 mm⁻¹, to ~1).
     """
 
@@ -56,6 +64,7 @@ class SBPMACConfig:
     segment_features: int = 4
     use_segments: bool = True
     intensity_scale: float = 50.0
+    align_segments: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "channels", tuple(int(c) for c in self.channels))
@@ -72,6 +81,8 @@ class SBPMACConfig:
             )
         if self.segment_features < 1 or self.intensity_scale <= 0:
             raise ValueError("segment_features and intensity_scale must be positive")
+        if self.align_segments and not self.use_segments:
+            raise ValueError("align_segments needs use_segments=True")
 
     @property
     def n_slices(self) -> int:
@@ -95,6 +106,28 @@ class SBPMACConfig:
         if unknown:
             raise ValueError(f"unknown model config keys {sorted(unknown)}; expected some of {sorted(known)}")
         return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
+
+
+class SBPMACOutput(NamedTuple):
+    """What :class:`SBPMAC` returns (scaled units, (B, 1, H, W) each): the corrected centre slice, the encoder's
+    artifact map, the aligned-segment centre slice and the displacement fields (B, K, 2, H, W) in pixels (``None``
+    where the model has no encoder or no alignment)."""
+
+    image: torch.Tensor
+    artifact: torch.Tensor | None
+    aligned: torch.Tensor | None
+    flow: torch.Tensor | None = None
+
+
+def warp(images: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
+    """Sample ``images`` (N, C, H, W) at ``x + flow`` (flow (N, 2, H, W): (dx, dy) in pixels), bilinear, edges
+    repeated."""
+    n, _, h, w = images.shape
+    ys = torch.linspace(-1 + 1 / h, 1 - 1 / h, h, device=images.device, dtype=images.dtype)
+    xs = torch.linspace(-1 + 1 / w, 1 - 1 / w, w, device=images.device, dtype=images.dtype)
+    gy, gx = torch.meshgrid(ys, xs, indexing="ij")
+    grid = torch.stack([gx + flow[:, 0] * (2 / w), gy + flow[:, 1] * (2 / h)], dim=-1)
+    return F.grid_sample(images, grid, mode="bilinear", padding_mode="border", align_corners=False)
 
 
 def _act() -> nn.Module:
@@ -160,7 +193,8 @@ class SBPMAC(nn.Module):
         super().__init__()
         self.cfg = cfg = cfg or SBPMACConfig()
         ch = cfg.channels
-        self.inc = nn.Sequential(nn.Conv2d(cfg.n_slices, ch[0], 3, padding=1), _act(), ResBlock(ch[0]))
+        in_ch = cfg.n_slices * (2 if cfg.align_segments else 1)
+        self.inc = nn.Sequential(nn.Conv2d(in_ch, ch[0], 3, padding=1), _act(), ResBlock(ch[0]))
         self.down = nn.ModuleList(
             nn.Sequential(nn.Conv2d(ch[i - 1], ch[i], 3, stride=2, padding=1), _act(), ResBlock(ch[i]))
             for i in range(1, len(ch))
@@ -177,15 +211,20 @@ class SBPMAC(nn.Module):
         if cfg.use_segments:
             self.encoder = DegradationEncoder(cfg)
             self.sft = nn.ModuleList(SFT(e, c) for e, c in zip(cfg.encoder_channels, ch))
-        else:
+        if cfg.align_segments:
+            self.flow_level = min(2, len(ch) - 1)
+            e = cfg.encoder_channels[self.flow_level]
+            self.flow = nn.Sequential(nn.Conv2d(e, e, 3, padding=1), _act(), nn.Conv2d(e, 2 * cfg.n_segments, 3, padding=1))
+            nn.init.zeros_(self.flow[-1].weight)
+            nn.init.zeros_(self.flow[-1].bias)
+        if not cfg.use_segments:
             self.encoder = None
             self.sft = None
 
-    def forward(self, image: torch.Tensor, segments: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def forward(self, image: torch.Tensor, segments: torch.Tensor | None = None) -> SBPMACOutput:
         """Args: ``image`` (B, C, H, W), ``segments`` (B, K, C, H, W) (scaled as in the module notes).
 
-        Returns: the corrected centre slice (B, 1, H, W) and the artifact map (B, 1, H, W) (``None`` without
-        segments), both in the scaled units.
+        Returns: :class:`SBPMACOutput` (corrected centre slice, artifact map, aligned centre slice).
         """
         cfg = self.cfg
         if image.ndim != 4 or image.shape[1] != cfg.n_slices:
@@ -201,8 +240,19 @@ class SBPMAC(nn.Module):
                 got = None if segments is None else tuple(segments.shape)
                 raise ValueError(f"segments must have shape {expected}, got {got}")
             feats, artifact = self.encoder(segments)
+        n = cfg.n_neighbours
+        base = image[:, n: n + 1]
+        gen_in = image
+        aligned = flow = None
+        if cfg.align_segments:
+            b, k, c = segments.shape[:3]
+            flow = F.interpolate(self.flow(feats[self.flow_level]), size=(h, w), mode="bilinear", align_corners=False)
+            warped = warp(segments.reshape(b * k, c, h, w), flow.reshape(b * k, 2, h, w)).reshape(b, k, c, h, w)
+            aligned_all = warped.mean(dim=1)
+            gen_in = torch.cat([image, aligned_all], dim=1)
+            base = aligned = aligned_all[:, n: n + 1]
         skips = []
-        x = self.inc(image)
+        x = self.inc(gen_in)
         for i, down in enumerate(self.down):
             skips.append(self._modulate(x, feats, i))
             x = down(x)
@@ -211,8 +261,9 @@ class SBPMAC(nn.Module):
             skip = skips.pop()
             x = up(F.interpolate(x, size=skip.shape[-2:], mode="bilinear", align_corners=False))
             x = fuse(torch.cat([x, skip], dim=1))
-        centre = image[:, cfg.n_neighbours: cfg.n_neighbours + 1]
-        return centre + self.out(x), artifact
+        if flow is not None:
+            flow = flow.reshape(b, k, 2, h, w)
+        return SBPMACOutput(base + self.out(x), artifact, aligned, flow)
 
     def _modulate(self, x: torch.Tensor, feats: Sequence[torch.Tensor] | None, level: int) -> torch.Tensor:
         return x if feats is None else self.sft[level](x, feats[level])

@@ -30,7 +30,16 @@ import numpy as np
 import torch
 import yaml
 
-from cbct.sbp_mac.data import ScanConfig, SplitArrays, SplitConfig, cached_split, split_specs
+from cbct.sbp_mac.data import (
+    SampleSpec,
+    ScanConfig,
+    SplitArrays,
+    SplitConfig,
+    cached_split,
+    displacement_field,
+    segment_motion,
+    split_specs,
+)
 from cbct.sbp_mac.inference import correct_volume, fov_mask, save_weights, volume_metrics
 from cbct.sbp_mac.loss import LossWeights, sbp_mac_loss
 from cbct.sbp_mac.model import SBPMAC, SBPMACConfig
@@ -108,11 +117,12 @@ class SliceBatcher:
     """Random training batches from a split in memory.
 
     Each item: a random scan, a random axial slice ``z`` (neighbours beyond the volume repeat the edge slice) and a
-    random ``crop`` × ``crop`` window; returns scaled torch tensors ``image`` (B, C, h, w), ``segments``
-    (B, K, C, h, w) or ``None``, ``target`` (B, 1, h, w).
+    random ``crop`` × ``crop`` window. :meth:`batch` returns scaled torch tensors ``image`` (B, C, h, w),
+    ``segments`` (B, K, C, h, w) or ``None``, ``target`` (B, 1, h, w) and, with ``with_flow``, the true in-plane
+    displacement fields (B, K, 2, h, w) in pixels (from the samples' motion, recomputed from their specs).
     """
 
-    def __init__(self, split: SplitArrays, cfg: SBPMACConfig, crop: int | None) -> None:
+    def __init__(self, split: SplitArrays, cfg: SBPMACConfig, crop: int | None, *, scan: ScanConfig | None = None, with_flow: bool = False) -> None:
         self.split, self.cfg = split, cfg
         nz, ny, nx = split.fdk.shape[1:]
         self.crop = None if crop is None else int(crop)
@@ -120,8 +130,14 @@ class SliceBatcher:
             raise ValueError(f"train.crop must be a multiple of {cfg.multiple} no larger than {min(ny, nx)}, got {crop}")
         if split.segments.shape[1] != cfg.n_segments:
             raise ValueError(f"the data has K = {split.segments.shape[1]} segments, the model expects {cfg.n_segments}")
+        self.motions = None
+        if with_flow:
+            if scan is None:
+                raise ValueError("with_flow needs the scan config")
+            self.scan = scan
+            self.motions = [segment_motion(SampleSpec(m["source"], m["seed"], m["waveform"], tuple(m["mixed_kinds"])), scan) for m in split.meta]
 
-    def batch(self, rng: np.random.Generator, batch_size: int, device: torch.device):
+    def batch(self, rng: np.random.Generator, batch_size: int, device: torch.device) -> dict[str, torch.Tensor | None]:
         cfg, s = self.cfg, self.split
         n, nz, ny, nx = s.fdk.shape
         h = w = self.crop
@@ -132,7 +148,7 @@ class SliceBatcher:
         y0 = rng.integers(0, ny - h + 1, batch_size)
         x0 = rng.integers(0, nx - w + 1, batch_size)
         offsets = np.arange(-cfg.n_neighbours, cfg.n_neighbours + 1)
-        images, segs, targets = [], [], []
+        images, segs, targets, flows = [], [], [], []
         for i, z, y, x in zip(scans, zs, y0, x0):
             zz = np.clip(z + offsets, 0, nz - 1)
             win = (slice(y, y + h), slice(x, x + w))
@@ -140,13 +156,19 @@ class SliceBatcher:
             targets.append(s.reference[i, z][None, win[0], win[1]])
             if cfg.use_segments:
                 segs.append(s.segments[i][:, zz][:, :, win[0], win[1]])
+            if self.motions is not None:
+                flows.append(displacement_field(*self.motions[i], self.scan.grid, int(z), win[0], win[1]))
         k = cfg.n_segments
-        image = torch.from_numpy(np.stack(images).astype(np.float32) * cfg.intensity_scale).to(device)
-        target = torch.from_numpy(np.stack(targets).astype(np.float32) * cfg.intensity_scale).to(device)
-        seg = None
-        if cfg.use_segments:
-            seg = torch.from_numpy(np.stack(segs).astype(np.float32) * (cfg.intensity_scale * k)).to(device)
-        return image, seg, target
+
+        def tensor(items: list[np.ndarray], scale: float) -> torch.Tensor:
+            return torch.from_numpy(np.stack(items).astype(np.float32) * scale).to(device)
+
+        return {
+            "image": tensor(images, cfg.intensity_scale),
+            "segments": tensor(segs, cfg.intensity_scale * k) if cfg.use_segments else None,
+            "target": tensor(targets, cfg.intensity_scale),
+            "flow": tensor(flows, 1.0) if flows else None,
+        }
 
 
 def _device(name: str) -> torch.device:
@@ -220,7 +242,8 @@ def train(cfg: dict[str, Any], *, stop_after: int | None = None) -> dict[str, An
         torch.set_rng_state(ckpt["torch_rng"])
         start, elapsed = int(ckpt["step"]), float(ckpt["elapsed"])
         log.info("resumed from %s at step %d", ckpt_path, start)
-    batcher = SliceBatcher(train_split, mcfg, tcfg["crop"])
+    with_flow = mcfg.align_segments and weights.flow > 0
+    batcher = SliceBatcher(train_split, mcfg, tcfg["crop"], scan=scan, with_flow=with_flow)
     use_amp = bool(tcfg["amp"]) and device.type == "cuda"
     log.info("training %s (%d parameters) on %s for %d steps", "SBP-MAC" if mcfg.use_segments else "plain U-Net", n_params, device, steps)
     logfile = (out_dir / "log.jsonl").open("a")
@@ -230,11 +253,15 @@ def train(cfg: dict[str, Any], *, stop_after: int | None = None) -> dict[str, An
     t0 = time.perf_counter() - elapsed
     last = steps if stop_after is None else min(steps, start + int(stop_after))
     for step in range(start, last):
-        image, seg, target = batcher.batch(rng, int(tcfg["batch_size"]), device)
+        b = batcher.batch(rng, int(tcfg["batch_size"]), device)
         with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_amp):
-            pred, artifact = model(image, seg)
-        centre = image[:, mcfg.n_neighbours: mcfg.n_neighbours + 1]
-        loss, parts = sbp_mac_loss(pred.float(), target, centre, None if artifact is None else artifact.float(), weights)
+            out = model(b["image"], b["segments"])
+        centre = b["image"][:, mcfg.n_neighbours: mcfg.n_neighbours + 1]
+        loss, parts = sbp_mac_loss(
+            out.image.float(), b["target"], centre, None if out.artifact is None else out.artifact.float(), weights,
+            aligned=None if out.aligned is None else out.aligned.float(),
+            flow=out.flow.float() if with_flow else None, flow_target=b["flow"],
+        )
         opt.zero_grad(set_to_none=True)
         loss.backward()
         if tcfg["grad_clip"]:
