@@ -3,15 +3,18 @@
 The projections of a scan are treated as a video over the gantry angle. For a pair of acquired views ``a`` and ``b``
 and a fraction ``t`` in [0, 1] between them:
 
-1. **Feature pyramid**: a shared convolutional encoder gives features at 1/2, 1/4 and 1/8 of the detector size.
-2. **Bidirectional all-pairs correlation** at 1/8: the dot products of every feature vector of ``a`` with every one
-   of ``b`` (``C_ab``) and its transpose (``C_ba``), each pooled into a pyramid of ``corr_levels`` scales (RAFT's
-   4D correlation pyramid), so a lookup sees both fine and coarse displacements.
+1. **Feature pyramid**: a shared convolutional encoder (instance-normalised, as RAFT's) gives features at 1/2,
+   1/4 and 1/8 of the detector size.
+2. **Bidirectional all-pairs correlation** at 1/8 (or 1/4, ``corr_stride``): the dot products of every feature
+   vector of ``a`` with every one of ``b`` (``C_ab``) and its transpose (``C_ba``), each pooled into a pyramid of
+   ``corr_levels`` scales (RAFT's 4D correlation pyramid), so a lookup sees both fine and coarse displacements.
 3. **Iterative flow refinement** (small RAFT): a convolutional GRU, shared by both directions (run as one batch),
    updates the flows ``F_ab`` and ``F_ba`` from correlation lookups around the current flow, ``iters`` times.
 4. **Flows from the missing view**: the flows at ``t`` to both neighbours start from the quadratic-motion estimate
    ``F_ta = -(1 - t) t F_ab + t² F_ba``, ``F_tb = (1 - t)² F_ab - t (1 - t) F_ba``; a full-resolution U-Net that sees
-   ``t``, both views and both warped views predicts corrections of both flows, a fusion mask and a residual.
+   ``t``, both views and both warped views predicts corrections of both flows, a fusion mask, a residual and
+   (``gate``) a per-pixel gate scaling both flows, which lets it fall back to linear interpolation where no single
+   motion explains a pixel (in a projection, structures at different depths move differently between views).
 5. **Warping and fusion**: both views are backward-warped (``grid_sample``) with their flows and fused with weights
    ``(1 - t) V`` and ``t (1 - V)`` (``V`` the mask), and ``t (1 - t) R`` (``R`` the residual) is added.
 
@@ -61,6 +64,11 @@ class FlowCompletionConfig:
         iters: flow refinement iterations.
         refine_channels: channels of the full-resolution fusion U-Net.
         min_scale: smallest normalisation scale (line-integral units).
+        corr_stride: resolution of the correlation volumes and the flow iterations, 4 (1/4, finer flows, 16× the
+            memory) or 8 (1/8, as RAFT).
+        gate: the fusion U-Net also predicts a per-pixel gate ``g`` in [0, 1] that scales both flows, so it can fall
+            back to linear interpolation (``g = 0``) where no single motion explains the pixel (layers at different
+            depths move differently between views).
     """
 
     channels: tuple[int, int, int] = (16, 32, 48)
@@ -70,6 +78,8 @@ class FlowCompletionConfig:
     iters: int = 4
     refine_channels: int = 16
     min_scale: float = 0.1
+    corr_stride: int = 8
+    gate: bool = False
 
     def __post_init__(self) -> None:
         if len(self.channels) != 3 or min(self.channels) < 1:
@@ -82,6 +92,8 @@ class FlowCompletionConfig:
             raise ValueError(f"corr_radius must be >= 0, got {self.corr_radius}")
         if not self.min_scale > 0:
             raise ValueError(f"min_scale must be positive, got {self.min_scale}")
+        if self.corr_stride not in (4, 8):
+            raise ValueError(f"corr_stride must be 4 or 8, got {self.corr_stride}")
 
     @classmethod
     def from_dict(cls, d: dict) -> FlowCompletionConfig:
@@ -97,6 +109,13 @@ class FlowCompletionConfig:
 
 def _conv(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
     return nn.Sequential(nn.Conv2d(cin, cout, 3, stride=stride, padding=1), nn.LeakyReLU(0.1, inplace=True))
+
+
+def _conv_in(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
+    """Convolution, instance normalisation, activation: contrast features whatever the attenuation offset."""
+    return nn.Sequential(
+        nn.Conv2d(cin, cout, 3, stride=stride, padding=1), nn.InstanceNorm2d(cout, affine=True), nn.LeakyReLU(0.1, inplace=True)
+    )
 
 
 def _pixel_grid(h: int, w: int, device, dtype) -> torch.Tensor:
@@ -130,9 +149,9 @@ class _Pyramid(nn.Module):
     def __init__(self, channels: tuple[int, int, int]) -> None:
         super().__init__()
         c1, c2, c3 = channels
-        self.l1 = nn.Sequential(_conv(1, c1, 2), _conv(c1, c1))
-        self.l2 = nn.Sequential(_conv(c1, c2, 2), _conv(c2, c2))
-        self.l3 = nn.Sequential(_conv(c2, c3, 2), _conv(c3, c3))
+        self.l1 = nn.Sequential(_conv_in(1, c1, 2), _conv_in(c1, c1))
+        self.l2 = nn.Sequential(_conv_in(c1, c2, 2), _conv_in(c2, c2))
+        self.l3 = nn.Sequential(_conv_in(c2, c3, 2), _conv_in(c3, c3))
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         f1 = self.l1(x)
@@ -215,17 +234,19 @@ class _UpdateBlock(nn.Module):
 class _FusionUNet(nn.Module):
     """Full-resolution U-Net: flow corrections (4), fusion mask logit (1) and residual (1) for the view at ``t``."""
 
-    def __init__(self, inp: int, c: int) -> None:
+    def __init__(self, inp: int, c: int, out: int = 6) -> None:
         super().__init__()
         self.e0 = nn.Sequential(_conv(inp, c), _conv(c, c))
         self.e1 = nn.Sequential(_conv(c, 2 * c, 2), _conv(2 * c, 2 * c))
         self.e2 = nn.Sequential(_conv(2 * c, 4 * c, 2), _conv(4 * c, 4 * c))
         self.d1 = nn.Sequential(_conv(4 * c + 2 * c, 2 * c), _conv(2 * c, 2 * c))
         self.d0 = nn.Sequential(_conv(2 * c + c, c), _conv(c, c))
-        self.out = nn.Conv2d(c, 6, 3, padding=1)
+        self.out = nn.Conv2d(c, out, 3, padding=1)
         with torch.no_grad():
             self.out.weight.mul_(0.01)
             self.out.bias.zero_()
+            if out > 6:
+                self.out.bias[6:] = 3.0  # the gate starts open (0.95)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         e0 = self.e0(x)
@@ -247,11 +268,12 @@ class FlowCompletionNet(nn.Module):
         cfg = self.config
         c1, c2, c3 = cfg.channels
         self.encoder = _Pyramid(cfg.channels)
-        self.corr_proj = nn.Conv2d(c3, c3, 1)
-        self.context = nn.Conv2d(c3, 2 * cfg.hidden, 1)
+        cc = c3 if cfg.corr_stride == 8 else c2
+        self.corr_proj = nn.Conv2d(cc, cc, 1)
+        self.context = nn.Conv2d(cc, 2 * cfg.hidden, 1)
         corr_channels = cfg.corr_levels * (2 * cfg.corr_radius + 1) ** 2
         self.update = _UpdateBlock(corr_channels, cfg.hidden, cfg.hidden)
-        self.fusion = _FusionUNet(9, cfg.refine_channels)
+        self.fusion = _FusionUNet(9, cfg.refine_channels, 7 if cfg.gate else 6)
 
     # ------------------------------------------------------------------ pieces
     def _normalise(self, a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, tuple[int, int]]:
@@ -271,12 +293,14 @@ class FlowCompletionNet(nn.Module):
         return a, b, scale, (h, w)
 
     def estimate_flows(self, a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Flows ``F_ab`` (from a to b) and ``F_ba``, (B, 2, H, W) in pixels, for normalised padded views."""
+        """Flows ``F_ab`` (from a to b) and ``F_ba``, (B, 2, H, W) in pixels, for normalised padded views.
+
+        The correlation, context and GRU work at 1/``corr_stride`` of the input; the flows are upsampled bilinearly."""
         cfg = self.config
         bsz = a.shape[0]
         feats = self.encoder(torch.cat([a, b], dim=0))
-        f3 = feats[2]
-        g = self.corr_proj(f3)
+        f3 = feats[2] if cfg.corr_stride == 8 else feats[1]
+        g = F.instance_norm(self.corr_proj(f3).float())  # zero-mean, unit-variance matching features
         ga, gb = g[:bsz], g[bsz:]
         _, c, h8, w8 = ga.shape
         corr = torch.einsum("bchw,bcij->bhwij", ga.float(), gb.float()) / math.sqrt(c)
@@ -291,7 +315,7 @@ class FlowCompletionNet(nn.Module):
             corr_feat = torch.cat([corr_ab.lookup(coords[:bsz]), corr_ba.lookup(coords[bsz:])], dim=0)
             h_state, delta = self.update(h_state, corr_feat.to(h_state.dtype), flow.to(h_state.dtype), ctx)
             flow = flow + delta.float()
-        up = 8.0 * F.interpolate(flow, size=a.shape[-2:], mode="bilinear", align_corners=False)
+        up = float(cfg.corr_stride) * F.interpolate(flow, size=a.shape[-2:], mode="bilinear", align_corners=False)
         return up[:bsz], up[bsz:]
 
     def synthesise(self, a, b, flow_ab, flow_ba, t: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -304,6 +328,9 @@ class FlowCompletionNet(nn.Module):
         out = self.fusion(x)
         flow_ta = flow_ta + tt * out[:, 0:2]
         flow_tb = flow_tb + (1 - tt) * out[:, 2:4]
+        if self.config.gate:
+            gate = torch.sigmoid(out[:, 6:7])
+            flow_ta, flow_tb = gate * flow_ta, gate * flow_tb
         mask = 0.02 + 0.96 * torch.sigmoid(out[:, 4:5])
         residual = tt * (1 - tt) * out[:, 5:6]
         wa, wb = backward_warp(a, flow_ta), backward_warp(b, flow_tb)

@@ -51,6 +51,8 @@ DEFAULTS: dict[str, Any] = {
         "batch": 8,
         "crop": [64, 64],
         "gap_range": [2, 12],
+        "photometric": 0.0,
+        "smoothness": 0.0,
         "lr": 1.0e-3,
         "weight_decay": 1.0e-4,
         "warmup": 100,
@@ -149,11 +151,29 @@ def _pair_scale(a: torch.Tensor, b: torch.Tensor, min_scale: float) -> torch.Ten
     return (0.5 * (a.mean(dim=(1, 2, 3)) + b.mean(dim=(1, 2, 3)))).abs().clamp_min(min_scale)[:, None, None, None]
 
 
-def completion_loss(model: FlowCompletionNet, a, b, y, t) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """Charbonnier loss of the synthesised view (and, half-weighted, of the fused warped views) in pair-normalised units."""
+def completion_loss(
+    model: FlowCompletionNet, a, b, y, t, *, photometric: float = 0.0, smoothness: float = 0.0
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Training loss in pair-normalised units.
+
+    Charbonnier loss of the synthesised view, plus half of it for the fused warped views (before the residual);
+    with ``photometric > 0`` also the self-supervised flow loss ``|warp(b, F_ab) - a| + |warp(a, F_ba) - b|``
+    (a direct signal for the flow iterations, which the synthesis loss reaches only through the fusion), and
+    ``smoothness`` times the mean absolute flow gradient.
+    """
+    from cbct.bbc.model import backward_warp
+
     out = model(a, b, t)
     s = _pair_scale(a, b, model.config.min_scale)
     loss = charbonnier((out["view"].float() - y) / s) + 0.5 * charbonnier((out["blend"].float() - y) / s)
+    if photometric > 0:
+        fab, fba = out["flow_ab"].float(), out["flow_ba"].float()
+        an, bn = a / s, b / s
+        loss = loss + photometric * (charbonnier(backward_warp(bn, fab) - an) + charbonnier(backward_warp(an, fba) - bn))
+        if smoothness > 0:
+            f = torch.cat([fab, fba], dim=0)
+            grad = (f[..., 1:, :] - f[..., :-1, :]).abs().mean() + (f[..., :, 1:] - f[..., :, :-1]).abs().mean()
+            loss = loss + smoothness * grad
     return loss, out
 
 
@@ -233,7 +253,7 @@ def train_completion(cfg: dict, *, resume: bool = True) -> pathlib.Path:
             group["lr"] = _lr_at(step, total, int(cc["warmup"]), float(cc["lr"]))
         a, b, y, t = (torch.from_numpy(v).to(dev) for v in sampler.sample(int(cc["batch"])))
         with torch.autocast(device_type=dev.type, dtype=amp_dtype, enabled=use_amp):
-            loss, _ = completion_loss(model, a, b, y, t)
+            loss, _ = completion_loss(model, a, b, y, t, photometric=float(cc["photometric"]), smoothness=float(cc["smoothness"]))
         opt.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         scaler.unscale_(opt)
