@@ -219,13 +219,14 @@ def random_dental_head(grid: VolumeGrid, rng: np.random.Generator, radius_mm: fl
     radius = radius_mm if radius_mm is not None else min(grid.size[1:]) / 2
     zext = grid.size[0] / 2
     u = rng.uniform
+    sc = radius / 44.0  # sizes below are for a 44 mm head radius
     a, b = radius * u(0.80, 0.95), radius * u(0.85, 0.97)
     e: list[Ellipsoid] = [Ellipsoid(WATER_MU * u(0.95, 1.05), (0.0, 0.0, 0.0), (a, b, 4 * zext))]
     # cortical ring (bone) just inside the skin: outer minus inner ellipsoid
     bone = WATER_MU * u(0.6, 0.9)
     e += [
         Ellipsoid(bone, (0.0, 0.0, 0.0), (0.92 * a, 0.92 * b, 4 * zext)),
-        Ellipsoid(-bone, (0.0, 0.0, 0.0), (0.92 * a - u(2.5, 4.5), 0.92 * b - u(2.5, 4.5), 4 * zext)),
+        Ellipsoid(-bone, (0.0, 0.0, 0.0), (0.92 * a - sc * u(2.5, 4.5), 0.92 * b - sc * u(2.5, 4.5), 4 * zext)),
     ]
     # dental arch y = y0 - k x^2 (anterior +y), teeth along it
     y0 = 0.55 * b * u(0.9, 1.05)
@@ -243,32 +244,32 @@ def random_dental_head(grid: VolumeGrid, rng: np.random.Generator, radius_mm: fl
     for x in xs:
         y = y0 - k * x * x
         phi = math.atan2(1.0, -2 * k * x)  # tangent of the arch
-        width = u(2.8, 4.0)
-        depth = u(3.0, 4.5)
+        width = sc * u(2.8, 4.0)
+        depth = sc * u(3.0, 4.5)
         for sign in (1.0, -1.0):  # upper and lower jaw; some teeth missing
             if rng.random() < 0.15:
                 continue
-            crown_z = z_occ + sign * u(3.0, 5.0)
-            root_z = z_occ + sign * u(11.0, 15.0)
-            crowns.append(Ellipsoid(1.0, (x, y, crown_z), (width, depth, u(3.5, 5.0)), phi))
-            roots.append(Ellipsoid(1.0, (x, y, root_z), (0.6 * width, 0.6 * depth, u(6.0, 9.0)), phi))
-            pulps.append(Ellipsoid(1.0, (x, y, 0.5 * (crown_z + root_z)), (0.25 * width, 0.25 * depth, u(5.0, 8.0)), phi))
+            crown_z = z_occ + sign * sc * u(3.0, 5.0)
+            root_z = z_occ + sign * sc * u(11.0, 15.0)
+            crowns.append(Ellipsoid(1.0, (x, y, crown_z), (width, depth, sc * u(3.5, 5.0)), phi))
+            roots.append(Ellipsoid(1.0, (x, y, root_z), (0.6 * width, 0.6 * depth, sc * u(6.0, 9.0)), phi))
+            pulps.append(Ellipsoid(1.0, (x, y, 0.5 * (crown_z + root_z)), (0.25 * width, 0.25 * depth, sc * u(5.0, 8.0)), phi))
     # alveolar bone of both jaws along the arch (under the teeth)
     for x in np.linspace(-half_width, half_width, 9):
         y = y0 - k * x * x
         phi = math.atan2(1.0, -2 * k * x)
         for sign in (1.0, -1.0):
-            e.append(Ellipsoid(alveolar, (x, y, z_occ + sign * 14.0), (u(6.0, 8.0), u(5.0, 7.0), u(8.0, 11.0)), phi))
+            e.append(Ellipsoid(alveolar, (x, y, z_occ + sign * sc * 14.0), (sc * u(6.0, 8.0), sc * u(5.0, 7.0), sc * u(8.0, 11.0)), phi))
     # airway and cervical spine, posterior
-    e.append(Ellipsoid(-WATER_MU * u(0.9, 1.0), (u(-3, 3), -0.35 * b, 0.0), (u(5, 9), u(4, 8), 4 * zext), u(-0.3, 0.3)))
-    e.append(Ellipsoid(WATER_MU * u(0.5, 0.8), (0.0, -0.68 * b, 0.0), (u(8, 11), u(6, 9), 4 * zext)))
+    e.append(Ellipsoid(-WATER_MU * u(0.9, 1.0), (sc * u(-3, 3), -0.35 * b, 0.0), (sc * u(5, 9), sc * u(4, 8), 4 * zext), u(-0.3, 0.3)))
+    e.append(Ellipsoid(WATER_MU * u(0.5, 0.8), (0.0, -0.68 * b, 0.0), (sc * u(8, 11), sc * u(6, 9), 4 * zext)))
     # random inclusions (lesions, sinuses, implants of bone density)
     for _ in range(int(rng.integers(3, 9))):
         r = float(np.sqrt(u(0, 1)) * 0.6 * min(a, b))
         t = u(0, 2 * np.pi)
         e.append(Ellipsoid(
             WATER_MU * u(-0.5, 0.8), (r * math.cos(t), r * math.sin(t), u(-0.8, 0.8) * zext),
-            (u(2, 8), u(2, 8), u(2, 10)), u(0, np.pi),
+            (sc * u(2, 8), sc * u(2, 8), sc * u(2, 10)), u(0, np.pi),
         ))
     vol = voxelize(e, grid, supersample=2).astype(np.float64)
     # teeth replace what lies under them (no density pile-up where they touch): dentin, enamel caps, pulp
@@ -500,7 +501,7 @@ def split_key(specs: Sequence[SampleSpec], cfg: ScanConfig, augment: bool) -> st
     """A short hash of everything that defines a split's content."""
     blob = json.dumps(
         {"scan": cfg.to_dict(), "specs": [dataclasses.asdict(s) for s in specs], "augment": augment,
-         "dental": _producer_tag(), "version": 1},
+         "dental": _producer_tag(), "version": 2},
         sort_keys=True,
     )
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
@@ -517,6 +518,10 @@ def build_split(
     key = split_key(specs, cfg, augment)
     n, k = len(specs), cfg.n_segments
     shape = cfg.volume_shape
+    if path.is_file():  # complete already: only read (several runs may share the cache)
+        with h5py.File(path, "r") as f:
+            if f.attrs.get("key") == key and "done" in f and bool(np.all(f["done"][:])):
+                return path
     with h5py.File(path, "a") as f:
         if f.attrs.get("key") not in (None, key):
             raise ValueError(f"{path} holds another split (key {f.attrs['key']}, expected {key}); remove it first")
