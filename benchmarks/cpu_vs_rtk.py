@@ -36,6 +36,7 @@ from cbct.conventions import rtk as crtk  # noqa: E402
 log = logging.getLogger("benchmarks.cpu_vs_rtk")
 
 DEFAULT_OUT = ROOT / "benchmarks" / "results" / "cpu_fdk_vs_rtk.json"
+DEFAULT_BASELINE = ROOT / "benchmarks" / "results" / "cpu_fdk_vs_rtk_baseline.json"  # before the kernel tuning
 TARGETS = {"fdk_speedup": 3.0, "projector_speedup": 2.0}
 
 
@@ -101,7 +102,33 @@ def timed(fn, repeats: int, setup=None) -> dict:
     }
 
 
-def run(size: int, views: int, repeats: int, out: pathlib.Path | None, threads: int | None = None) -> dict:
+def compare_with_baseline(report: dict, baseline_path: pathlib.Path) -> dict | None:
+    """Our medians now against an earlier report of the same sizes (e.g. before kernel tuning), or None."""
+    try:
+        base = json.loads(baseline_path.read_text())
+    except (OSError, ValueError):
+        return None
+    if base.get("sizes", {}).get("volume") != report["sizes"]["volume"] or base["sizes"].get("views") != report["sizes"]["views"]:
+        return None
+    now_fdk, now_proj = report["fdk"]["ours"]["median_s"], report["projector"]["ours"]["median_s"]
+    then_fdk, then_proj = base["fdk"]["ours"]["median_s"], base["projector"]["ours"]["median_s"]
+    return {
+        "file": str(baseline_path.relative_to(ROOT)) if baseline_path.is_relative_to(ROOT) else str(baseline_path),
+        "git_commit": base.get("git_commit"),
+        "load_average_before": base["machine"]["load_average_before"],
+        "ours_fdk_median_s": then_fdk,
+        "ours_projector_median_s": then_proj,
+        "rtk_fdk_median_s": base["fdk"]["rtk"]["median_s"],
+        "rtk_joseph_median_s": base["projector"]["rtk_joseph"]["median_s"],
+        "fdk_speedup_vs_rtk": base["fdk"]["speedup"],
+        "projector_speedup_vs_rtk": base["projector"]["speedup"],
+        "fdk_faster_than_before": then_fdk / now_fdk,
+        "projector_faster_than_before": then_proj / now_proj,
+    }
+
+
+def run(size: int, views: int, repeats: int, out: pathlib.Path | None, threads: int | None = None,
+        baseline: pathlib.Path | None = None) -> dict:
     import itk
     from itk import RTK as rtk
     import numba
@@ -235,6 +262,10 @@ def run(size: int, views: int, repeats: int, out: pathlib.Path | None, threads: 
             "relative_rmse_vs_rtk": proj_error,
         },
     }
+    if baseline is not None and (out is None or baseline.resolve() != out.resolve()):
+        before = compare_with_baseline(report, baseline)
+        if before is not None:
+            report["before_tuning"] = before
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(report, indent=2) + "\n")
@@ -255,7 +286,10 @@ def summary(report: dict) -> str:
         f" relative RMSE vs RTK {f['relative_rmse_vs_rtk_in_fov']:.2e}",
         f"projector ours {p['ours']['median_s']:8.3f} s   RTK {p['rtk_joseph']['median_s']:8.3f} s   speed-up {p['speedup']:.2f}x"
         f" (target {p['target_speedup']:.0f}x: {'met' if p['target_met'] else 'MISSED'}); relative RMSE vs RTK {p['relative_rmse_vs_rtk']:.2e}",
-    ])
+    ] + ([
+        f"vs {report['before_tuning']['file']}: FDK {report['before_tuning']['fdk_faster_than_before']:.2f}x faster,"
+        f" projector {report['before_tuning']['projector_faster_than_before']:.2f}x faster than before"
+    ] if "before_tuning" in report else []))
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -265,11 +299,13 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--repeats", type=int, default=3, help="timed repeats after the warm-up (median reported)")
     parser.add_argument("--threads", type=int, default=None, help="threads for both libraries (default: all cores)")
     parser.add_argument("--out", type=pathlib.Path, default=DEFAULT_OUT, help="JSON output path")
+    parser.add_argument("--baseline", type=pathlib.Path, default=DEFAULT_BASELINE,
+                        help="earlier JSON of the same sizes to compare our times with (skipped when absent)")
     args = parser.parse_args(argv)
     if args.size < 8 or args.views < 8 or args.repeats < 1:
         parser.error("--size and --views must be at least 8, --repeats at least 1")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    report = run(args.size, args.views, args.repeats, args.out, args.threads)
+    report = run(args.size, args.views, args.repeats, args.out, args.threads, args.baseline)
     print(summary(report))
     return report
 
