@@ -200,15 +200,14 @@ def test_training_cli_runs_and_resumes_exactly(tmp_path):
         train.train(train.load_config(cfg_path, [f"out_dir={tmp_path / 'b'}", "train.lr=0.5"]))
 
 
-@pytest.mark.skipif(not default_weights_path().is_file(), reason="weights not trained yet")  # TEMPORARY
 def test_shipped_weights_load_and_correct_a_small_volume():
     path = default_weights_path()
     assert path.is_file(), f"the shipped weights are missing: {path}"
     assert path.stat().st_size < 5 * 2**20
     model, meta = load_weights()
     assert model.cfg.use_segments and model.cfg.n_segments == 8 and meta["steps"] > 0
-    spec = SampleSpec("ellipsoids", 123, "nodding")
-    cfg = ScanConfig(volume_shape=(8, 48, 48), n_views=90)
+    spec = SampleSpec("ellipsoids", 123, "jerk")
+    cfg = ScanConfig(volume_shape=(16, 96, 96), voxel_size=0.5)  # the training scans' settings, fewer slices
     s = simulate_sample(spec, cfg)
     out = correct_volume(model, s.fdk, s.segments, batch_size=4, device="cpu").numpy()
     assert out.shape == s.fdk.shape and np.all(np.isfinite(out))
