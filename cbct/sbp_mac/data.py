@@ -69,6 +69,7 @@ __all__ = [
 
 SOURCES = ("dental", "ellipsoids", "tigre_head", "head_mha")
 WATER_MU = 0.02  # mm⁻¹, water at ~70 keV
+AIR_FLOOR = 0.15  # real volumes: values below this fraction of water are air and set to 0
 
 
 # ---------------------------------------------------------------------------------------------- configuration
@@ -88,6 +89,7 @@ class ScanConfig:
         max_translation_mm: bound of the patient's translation in any view, mm.
         pivot: world ``(x, y, z)`` centre of head rotation, mm (behind and below the field of view).
         fov_margin_mm: the object is cut to a cylinder this much inside the grid, so motion keeps it in the grid.
+        min_motion_fraction: smallest drawn motion amplitude as a fraction of the bounds (0: some scans barely move).
     """
 
     volume_shape: tuple[int, int, int] = (64, 96, 96)
@@ -102,6 +104,7 @@ class ScanConfig:
     max_translation_mm: float = 2.0
     pivot: tuple[float, float, float] = (0.0, -60.0, -30.0)
     fov_margin_mm: float = 4.0
+    min_motion_fraction: float = 0.25
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "volume_shape", tuple(int(s) for s in self.volume_shape))
@@ -118,6 +121,8 @@ class ScanConfig:
             raise ValueError(f"i0 must be (low, high) with 0 < low <= high, got {self.i0}")
         if self.max_rotation_deg < 0 or self.max_translation_mm < 0 or self.fov_margin_mm < 0:
             raise ValueError("max_rotation_deg, max_translation_mm and fov_margin_mm must be >= 0")
+        if not 0.0 <= self.min_motion_fraction <= 1.0:
+            raise ValueError(f"min_motion_fraction must lie in [0, 1], got {self.min_motion_fraction}")
 
     @property
     def grid(self) -> VolumeGrid:
@@ -372,6 +377,8 @@ def source_volume(source: str, grid: VolumeGrid, rng: np.random.Generator, *, ra
     else:
         real, src_grid = _load_real(source)
         vol = _resample_real(real, src_grid, grid, radius_mm, rng if augment else None)
+        # the scanned volumes carry a noise floor in air (head.mha: ~0.002 mm⁻¹); air is part of no object
+        vol = np.where(vol < AIR_FLOOR * WATER_MU, 0.0, vol)
     aff = grid.index_to_world()
     x = aff[0, 3] + np.arange(grid.shape[2]) * grid.voxel_size[2]
     y = aff[1, 3] + np.arange(grid.shape[1]) * grid.voxel_size[1]
@@ -411,7 +418,8 @@ def simulate_sample(spec: SampleSpec, cfg: ScanConfig, *, augment: bool = True) 
     vol = source_volume(spec.source, cfg.grid, obj_rng, radius_mm=radius, augment=augment)
     params = sample_motion_parameters(
         waveform=spec.waveform, max_rotation_deg=cfg.max_rotation_deg, max_translation_mm=cfg.max_translation_mm,
-        pivot=cfg.pivot, reference="mean", mixed_kinds=spec.mixed_kinds, rng=motion_rng,
+        min_fraction=cfg.min_motion_fraction, pivot=cfg.pivot, reference="mean", mixed_kinds=spec.mixed_kinds,
+        rng=motion_rng,
     )
     motion = evaluate_motion(params, geom.n_views)
     i0 = float(math.exp(noise_rng.uniform(math.log(cfg.i0[0]), math.log(cfg.i0[1]))))
@@ -441,7 +449,8 @@ def segment_motion(spec: SampleSpec, cfg: ScanConfig) -> tuple[np.ndarray, np.nd
     _, motion_rng, _ = _streams(spec)
     params = sample_motion_parameters(
         waveform=spec.waveform, max_rotation_deg=cfg.max_rotation_deg, max_translation_mm=cfg.max_translation_mm,
-        pivot=cfg.pivot, reference="mean", mixed_kinds=spec.mixed_kinds, rng=motion_rng,
+        min_fraction=cfg.min_motion_fraction, pivot=cfg.pivot, reference="mean", mixed_kinds=spec.mixed_kinds,
+        rng=motion_rng,
     )
     motion = evaluate_motion(params, cfg.n_views)
     starts = segment_starts(cfg.n_views, cfg.n_segments)
@@ -501,7 +510,7 @@ def split_key(specs: Sequence[SampleSpec], cfg: ScanConfig, augment: bool) -> st
     """A short hash of everything that defines a split's content."""
     blob = json.dumps(
         {"scan": cfg.to_dict(), "specs": [dataclasses.asdict(s) for s in specs], "augment": augment,
-         "dental": _producer_tag(), "version": 2},
+         "dental": _producer_tag(), "version": 3},
         sort_keys=True,
     )
     return hashlib.sha256(blob.encode()).hexdigest()[:12]

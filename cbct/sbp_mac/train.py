@@ -62,6 +62,7 @@ TRAIN_DEFAULTS: dict[str, Any] = {
     "device": "auto",  # "auto": CUDA if available, else CPU
     "amp": True,  # bfloat16 autocast on CUDA (ignored on the CPU)
     "grad_clip": 1.0,
+    "intensity_jitter": 0.0,  # each item's volumes times a factor in [1 - j, 1 + j] (FDK and SBP are linear)
 }
 
 
@@ -117,13 +118,27 @@ class SliceBatcher:
     """Random training batches from a split in memory.
 
     Each item: a random scan, a random axial slice ``z`` (neighbours beyond the volume repeat the edge slice) and a
-    random ``crop`` × ``crop`` window. :meth:`batch` returns scaled torch tensors ``image`` (B, C, h, w),
+    random ``crop`` × ``crop`` window, all of its volumes optionally multiplied by one random factor in
+    ``[1 - intensity_jitter, 1 + intensity_jitter]`` (reconstruction is linear in the attenuation, so a scaled
+    object gives scaled FDK images, segments and references). :meth:`batch` returns scaled torch tensors ``image`` (B, C, h, w),
     ``segments`` (B, K, C, h, w) or ``None``, ``target`` (B, 1, h, w) and, with ``with_flow``, the true in-plane
     displacement fields (B, K, 2, h, w) in pixels (from the samples' motion, recomputed from their specs).
     """
 
-    def __init__(self, split: SplitArrays, cfg: SBPMACConfig, crop: int | None, *, scan: ScanConfig | None = None, with_flow: bool = False) -> None:
+    def __init__(
+        self,
+        split: SplitArrays,
+        cfg: SBPMACConfig,
+        crop: int | None,
+        *,
+        scan: ScanConfig | None = None,
+        with_flow: bool = False,
+        intensity_jitter: float = 0.0,
+    ) -> None:
         self.split, self.cfg = split, cfg
+        if not 0.0 <= intensity_jitter < 1.0:
+            raise ValueError(f"train.intensity_jitter must lie in [0, 1), got {intensity_jitter}")
+        self.jitter = float(intensity_jitter)
         nz, ny, nx = split.fdk.shape[1:]
         self.crop = None if crop is None else int(crop)
         if self.crop is not None and (self.crop > min(ny, nx) or self.crop % cfg.multiple):
@@ -147,15 +162,16 @@ class SliceBatcher:
         zs = rng.integers(0, nz, batch_size)
         y0 = rng.integers(0, ny - h + 1, batch_size)
         x0 = rng.integers(0, nx - w + 1, batch_size)
+        gains = rng.uniform(1 - self.jitter, 1 + self.jitter, batch_size) if self.jitter > 0 else np.ones(batch_size)
         offsets = np.arange(-cfg.n_neighbours, cfg.n_neighbours + 1)
         images, segs, targets, flows = [], [], [], []
-        for i, z, y, x in zip(scans, zs, y0, x0):
+        for i, z, y, x, g in zip(scans, zs, y0, x0, gains):
             zz = np.clip(z + offsets, 0, nz - 1)
             win = (slice(y, y + h), slice(x, x + w))
-            images.append(s.fdk[i][zz][:, win[0], win[1]])
-            targets.append(s.reference[i, z][None, win[0], win[1]])
+            images.append(s.fdk[i][zz][:, win[0], win[1]] * g)
+            targets.append(s.reference[i, z][None, win[0], win[1]] * g)
             if cfg.use_segments:
-                segs.append(s.segments[i][:, zz][:, :, win[0], win[1]])
+                segs.append(s.segments[i][:, zz][:, :, win[0], win[1]] * g)
             if self.motions is not None:
                 flows.append(displacement_field(*self.motions[i], self.scan.grid, int(z), win[0], win[1]))
         k = cfg.n_segments
@@ -243,7 +259,9 @@ def train(cfg: dict[str, Any], *, stop_after: int | None = None) -> dict[str, An
         start, elapsed = int(ckpt["step"]), float(ckpt["elapsed"])
         log.info("resumed from %s at step %d", ckpt_path, start)
     with_flow = mcfg.align_segments and weights.flow > 0
-    batcher = SliceBatcher(train_split, mcfg, tcfg["crop"], scan=scan, with_flow=with_flow)
+    batcher = SliceBatcher(
+        train_split, mcfg, tcfg["crop"], scan=scan, with_flow=with_flow, intensity_jitter=float(tcfg["intensity_jitter"])
+    )
     use_amp = bool(tcfg["amp"]) and device.type == "cuda"
     log.info("training %s (%d parameters) on %s for %d steps", "SBP-MAC" if mcfg.use_segments else "plain U-Net", n_params, device, steps)
     logfile = (out_dir / "log.jsonl").open("a")
