@@ -3,20 +3,22 @@
 The projections of a scan are treated as a video over the gantry angle. For a pair of acquired views ``a`` and ``b``
 and a fraction ``t`` in [0, 1] between them:
 
-1. **Feature pyramid**: a shared convolutional encoder (instance-normalised, as RAFT's) gives features at 1/2,
-   1/4 and 1/8 of the detector size.
-2. **Bidirectional all-pairs correlation** at 1/8 (or 1/4, ``corr_stride``): the dot products of every feature
-   vector of ``a`` with every one of ``b`` (``C_ab``) and its transpose (``C_ba``), each pooled into a pyramid of
+1. **Feature pyramid**: a shared convolutional encoder of the high-passed views (local mean removed, so features
+   describe structure rather than the attenuation offset) gives features at 1/2, 1/4 and 1/8 of the detector size.
+2. **Bidirectional all-pairs correlation** at 1/8 (or 1/4, ``corr_stride``): the cosine similarities of every
+   feature vector of ``a`` with every one of ``b`` (``C_ab``) and its transpose (``C_ba``), each pooled into a pyramid of
    ``corr_levels`` scales (RAFT's 4D correlation pyramid), so a lookup sees both fine and coarse displacements.
 3. **Iterative flow refinement** (small RAFT): a convolutional GRU, shared by both directions (run as one batch),
    updates the flows ``F_ab`` and ``F_ba`` from correlation lookups around the current flow, ``iters`` times.
 4. **Flows from the missing view**: the flows at ``t`` to both neighbours start from the quadratic-motion estimate
    ``F_ta = -(1 - t) t F_ab + t² F_ba``, ``F_tb = (1 - t)² F_ab - t (1 - t) F_ba``; a full-resolution U-Net that sees
    ``t``, both views and both warped views predicts corrections of both flows, a fusion mask, a residual and
-   (``gate``) a per-pixel gate scaling both flows, which lets it fall back to linear interpolation where no single
-   motion explains a pixel (in a projection, structures at different depths move differently between views).
+   (``gate``) a per-pixel gate ``g`` between linear interpolation and the flow-based fusion, which lets it fall back
+   to the former where no single motion explains a pixel (in a projection, structures at different depths move
+   differently between views: front and back teeth overlap and move in opposite directions).
 5. **Warping and fusion**: both views are backward-warped (``grid_sample``) with their flows and fused with weights
-   ``(1 - t) V`` and ``t (1 - V)`` (``V`` the mask), and ``t (1 - t) R`` (``R`` the residual) is added.
+   ``(1 - t) V`` and ``t (1 - V)`` (``V`` the mask); with the gate, ``g`` times that plus ``1 - g`` times linear
+   interpolation; finally ``t (1 - t) R`` (``R`` the residual) is added.
 
 The corrections are multiplied by ``t`` (flow to ``a``), ``1 - t`` (flow to ``b``) and ``t (1 - t)`` (residual), so
 ``t = 0`` returns view ``a`` and ``t = 1`` view ``b`` exactly (to interpolation rounding); with zero flows and an
@@ -66,9 +68,9 @@ class FlowCompletionConfig:
         min_scale: smallest normalisation scale (line-integral units).
         corr_stride: resolution of the correlation volumes and the flow iterations, 4 (1/4, finer flows, 16× the
             memory) or 8 (1/8, as RAFT).
-        gate: the fusion U-Net also predicts a per-pixel gate ``g`` in [0, 1] that scales both flows, so it can fall
-            back to linear interpolation (``g = 0``) where no single motion explains the pixel (layers at different
-            depths move differently between views).
+        gate: the fusion U-Net also predicts a per-pixel gate ``g`` in [0, 1] between linear interpolation
+            (``g = 0``) and the flow-based fusion (``g = 1``), for pixels that no single motion explains (layers at
+            different depths move differently between views).
     """
 
     channels: tuple[int, int, int] = (16, 32, 48)
@@ -111,11 +113,11 @@ def _conv(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
     return nn.Sequential(nn.Conv2d(cin, cout, 3, stride=stride, padding=1), nn.LeakyReLU(0.1, inplace=True))
 
 
-def _conv_in(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
-    """Convolution, instance normalisation, activation: contrast features whatever the attenuation offset."""
-    return nn.Sequential(
-        nn.Conv2d(cin, cout, 3, stride=stride, padding=1), nn.InstanceNorm2d(cout, affine=True), nn.LeakyReLU(0.1, inplace=True)
-    )
+def _high_pass(x: torch.Tensor, size: int = 15) -> torch.Tensor:
+    """``x`` minus its local mean over ``size``² pixels (edges replicated): the structure the views share, without
+    the slowly varying attenuation offset that would otherwise dominate every feature."""
+    pad = size // 2
+    return x - F.avg_pool2d(F.pad(x, (pad, pad, pad, pad), mode="replicate"), size, stride=1)
 
 
 def _pixel_grid(h: int, w: int, device, dtype) -> torch.Tensor:
@@ -149,12 +151,12 @@ class _Pyramid(nn.Module):
     def __init__(self, channels: tuple[int, int, int]) -> None:
         super().__init__()
         c1, c2, c3 = channels
-        self.l1 = nn.Sequential(_conv_in(1, c1, 2), _conv_in(c1, c1))
-        self.l2 = nn.Sequential(_conv_in(c1, c2, 2), _conv_in(c2, c2))
-        self.l3 = nn.Sequential(_conv_in(c2, c3, 2), _conv_in(c3, c3))
+        self.l1 = nn.Sequential(_conv(1, c1, 2), _conv(c1, c1))
+        self.l2 = nn.Sequential(_conv(c1, c2, 2), _conv(c2, c2))
+        self.l3 = nn.Sequential(_conv(c2, c3, 2), _conv(c3, c3))
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        f1 = self.l1(x)
+        f1 = self.l1(4.0 * _high_pass(x))
         f2 = self.l2(f1)
         return [f1, f2, self.l3(f2)]
 
@@ -245,8 +247,7 @@ class _FusionUNet(nn.Module):
         with torch.no_grad():
             self.out.weight.mul_(0.01)
             self.out.bias.zero_()
-            if out > 6:
-                self.out.bias[6:] = 3.0  # the gate starts open (0.95)
+            # a gate channel (out > 6) starts at 1/2: half linear interpolation, half flow-based
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         e0 = self.e0(x)
@@ -300,10 +301,13 @@ class FlowCompletionNet(nn.Module):
         bsz = a.shape[0]
         feats = self.encoder(torch.cat([a, b], dim=0))
         f3 = feats[2] if cfg.corr_stride == 8 else feats[1]
-        g = F.instance_norm(self.corr_proj(f3).float())  # zero-mean, unit-variance matching features
+        # local contrast of the features (removes the per-channel offset that conv biases give every pixel), then
+        # per-pixel standardisation: a correlation of structure, independent of the crop or detector size
+        g = _high_pass(self.corr_proj(f3).float(), 7)
+        g = g / g.pow(2).mean(dim=1, keepdim=True).add(1e-6).sqrt()
         ga, gb = g[:bsz], g[bsz:]
         _, c, h8, w8 = ga.shape
-        corr = torch.einsum("bchw,bcij->bhwij", ga.float(), gb.float()) / math.sqrt(c)
+        corr = torch.einsum("bchw,bcij->bhwij", ga, gb) / math.sqrt(c)
         corr_ab = _CorrPyramid(corr, cfg.corr_levels, cfg.corr_radius)
         corr_ba = _CorrPyramid(corr.permute(0, 3, 4, 1, 2), cfg.corr_levels, cfg.corr_radius)
         h_state, ctx = self.context(f3).split(cfg.hidden, dim=1)  # a's context first, then b's (batch order)
@@ -328,14 +332,14 @@ class FlowCompletionNet(nn.Module):
         out = self.fusion(x)
         flow_ta = flow_ta + tt * out[:, 0:2]
         flow_tb = flow_tb + (1 - tt) * out[:, 2:4]
-        if self.config.gate:
-            gate = torch.sigmoid(out[:, 6:7])
-            flow_ta, flow_tb = gate * flow_ta, gate * flow_tb
         mask = 0.02 + 0.96 * torch.sigmoid(out[:, 4:5])
         residual = tt * (1 - tt) * out[:, 5:6]
         wa, wb = backward_warp(a, flow_ta), backward_warp(b, flow_tb)
         ka, kb = (1 - tt) * mask, tt * (1 - mask)
         blend = (ka * wa + kb * wb) / (ka + kb)
+        if self.config.gate:
+            gate = torch.sigmoid(out[:, 6:7])
+            blend = (1 - gate) * ((1 - tt) * a + tt * b) + gate * blend
         return {"view": blend + residual, "blend": blend, "flow_ta": flow_ta, "flow_tb": flow_tb, "mask": mask, "residual": residual}
 
     # ------------------------------------------------------------------ API
