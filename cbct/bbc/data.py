@@ -7,9 +7,10 @@ Sources of anatomy (``kind``):
   voxelised on a grid that holds the whole head and forward projected.
 - ``"dental"``: the project's procedural dental phantom :func:`cbct.phantoms.dental.dental_phantom`, voxelised and
   forward projected (used when that module is installed).
-- ``"tigre_head"``: TIGRE's head phantom (``head_phantom.mat``, real-anatomy-derived), a random axial section and
-  orientation per seed, forward projected.
-- ``"head_mha"``: the real CT of a head (VTK ``headsq``, ``head.mha``), forward projected. Kept for evaluation.
+- ``"tigre_head"``: TIGRE's head phantom (``head_phantom.mat``, derived from MRI;
+  :func:`cbct.phantoms.real.load_tigre_head`), a random axial section and orientation per seed, forward projected.
+- ``"head_mha"``: the real CT of a head (VTK ``headsq``, :func:`cbct.phantoms.real.load_head_mha`), forward
+  projected. Kept for evaluation.
 
 A sequence is the clean line integrals of a full dense circular scan, ``(n_views, nv, nu)``. Noise is added when a
 sample is drawn (training) or once per scan with a given seed (evaluation). Sequences are cached as float16 ``.npy``
@@ -35,7 +36,6 @@ from cbct.simulation.noise import add_noise
 
 log = logging.getLogger(__name__)
 
-DATA_DIR = pathlib.Path(__file__).resolve().parents[2].parent / "shared" / "data"
 MU_WATER = 0.02  # mm^-1, roughly water at 70 keV
 KINDS = ("dental_ellipsoids", "dental", "tigre_head", "head_mha")
 
@@ -166,39 +166,12 @@ def dental_ellipsoids(rng: np.random.Generator | int, *, radius: float = 85.0) -
     return out
 
 
-def _read_mha(path: pathlib.Path) -> tuple[np.ndarray, tuple[float, float, float]]:
-    """A MetaImage (uncompressed, ``ElementDataFile = LOCAL``): (z, y, x) array and spacing (dz, dy, dx)."""
-    raw = path.read_bytes()
-    marker = b"ElementDataFile = LOCAL"
-    end = raw.find(marker)
-    if end < 0:
-        raise ValueError(f"{path}: not an uncompressed MetaImage with local data")
-    header = dict(line.split(" = ", 1) for line in raw[:end].decode().splitlines() if " = " in line)
-    dims = [int(v) for v in header["DimSize"].split()]
-    spacing = [float(v) for v in header["ElementSpacing"].split()]
-    types = {"MET_USHORT": "<u2", "MET_SHORT": "<i2", "MET_FLOAT": "<f4", "MET_UCHAR": "u1"}
-    data_start = raw.index(b"\n", end) + 1
-    arr = np.frombuffer(raw[data_start:], dtype=types[header["ElementType"]], count=int(np.prod(dims)))
-    return arr.reshape(dims[::-1]).astype(np.float32), (spacing[2], spacing[1], spacing[0])
-
-
 def _real_volume(kind: str) -> tuple[np.ndarray, VolumeGrid]:
-    """A real-anatomy volume in mm⁻¹ and its grid (centred), from ``cbct.phantoms.real`` when present."""
-    try:  # the project's loaders, when installed
-        from cbct.phantoms import real  # type: ignore[attr-defined]
+    """A real-anatomy volume in mm⁻¹ and its centred grid, from :mod:`cbct.phantoms.real`."""
+    from cbct.phantoms import real
 
-        vol, grid = real.load_head_mha() if kind == "head_mha" else real.load_tigre_head()
-        return np.asarray(vol, np.float32), grid
-    except ImportError:
-        pass
-    if kind == "head_mha":
-        vol, spacing = _read_mha(DATA_DIR / "head.mha")
-        return (vol * (MU_WATER / 1000.0)).astype(np.float32), VolumeGrid(vol.shape, spacing)
-    import scipy.io
-
-    img = scipy.io.loadmat(DATA_DIR / "head_phantom.mat")["img"].transpose(2, 1, 0)
-    # soft tissue ~0.42, bone up to 1: 0.05 mm^-1 per unit puts soft tissue at water
-    return np.ascontiguousarray(img * 0.05, dtype=np.float32), VolumeGrid(img.shape, 0.75)
+    vol, grid = real.load_head_mha() if kind == "head_mha" else real.load_tigre_head()
+    return np.asarray(vol, np.float32), grid
 
 
 def _fit_grid(vol: np.ndarray, grid: VolumeGrid, radius: float, g: np.random.Generator, z_shift: float) -> VolumeGrid:

@@ -121,7 +121,8 @@ def evaluate(
 
 
 def _group(kind: str) -> str:
-    return "real CT (head.mha)" if kind == "head_mha" else ("TIGRE head" if kind == "tigre_head" else "dental phantoms")
+    return {"head_mha": "real CT (head.mha)", "tigre_head": "TIGRE head", "dental": "dental phantom (cbct.phantoms.dental)"}.get(
+        kind, "ellipsoid dental heads")
 
 
 def format_table(result: dict[str, Any]) -> str:
@@ -157,7 +158,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--restore-weights", help="restoration weights (default: the config's)")
     p.add_argument("--device", default="cpu", help="torch device (cpu, cuda, auto)")
     p.add_argument("--out", help="write the table (Markdown) here and the per-scan rows next to it as .json")
-    p.add_argument("--throughput", action="store_true", help="also measure views/s synthesised at 512 x 512")
+    p.add_argument("--throughput", action="store_true",
+                   help="also measure synthesised views/s at the config's detector size and at 512 x 512")
     return p
 
 
@@ -179,10 +181,14 @@ def main(argv: list[str] | None = None) -> int:
             f"{'CUDA ' + torch.cuda.get_device_name(dev) if dev.type == 'cuda' else 'CPU (' + (platform.processor() or platform.machine()) + ')'}"]
     if args.throughput:
         flow = load_completion(resolve_path(args.flow_weights or cfg["weights"]["completion"]), device=dev)
-        tp = measure_throughput(flow, detector_shape=(512, 512), n_acquired=4, factor=8, pairs_per_batch=1, device=dev, repeats=1)
-        result["throughput_512"] = tp
-        text.append(f"throughput: {tp['views_per_s']:.2f} synthesised 512² views/s on {dev} "
-                    f"({int(tp['views'])} views in {tp['seconds']:.2f} s, {torch.get_num_threads()} thread(s))")
+        scan = ScanConfig.from_dict(cfg["scan"])
+        result["throughput"] = {}
+        for shape, n_acq, ppb in ((tuple(scan.detector_shape), 45, 8), ((512, 512), 4, 1)):
+            tp = measure_throughput(flow, detector_shape=shape, n_acquired=n_acq, factor=8, pairs_per_batch=ppb,
+                                    device=dev, repeats=1 if shape == (512, 512) else 3)
+            result["throughput"][f"{shape[0]}x{shape[1]}"] = tp
+            text.append(f"throughput {shape[0]}×{shape[1]}: {tp['views_per_s']:.2f} synthesised views/s on {dev} "
+                        f"({int(tp['views'])} views in {tp['seconds']:.2f} s, {torch.get_num_threads()} torch thread(s))")
     out = "\n".join(text)
     sys.stdout.write(out + "\n")  # the command's output is the table
     if args.out:

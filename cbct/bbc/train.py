@@ -105,9 +105,17 @@ def load_config(path: str | pathlib.Path | None) -> dict[str, Any]:
 
 
 def resolve_path(p: str | pathlib.Path) -> pathlib.Path:
-    """Relative paths in configs are relative to the repository root."""
+    """A config path: absolute as given; a relative one from the working directory when it exists there, else from
+    the package's parent (so ``cbct/models/...`` finds the shipped weights of an installed package), else from the
+    working directory (outputs)."""
     p = pathlib.Path(p)
-    return p if p.is_absolute() else ROOT / p
+    if p.is_absolute():
+        return p
+    if (pathlib.Path.cwd() / p).exists():
+        return pathlib.Path.cwd() / p
+    if (ROOT / p).exists():
+        return ROOT / p
+    return pathlib.Path.cwd() / p
 
 
 def resolve_device(name: str) -> torch.device:
