@@ -4,7 +4,8 @@ The held-out set is disjoint from training in three ways: phantom seeds (trainin
 from 9000), anatomy (the real CT head ``head_mha`` is never trained on) and motion (the ``tilting`` waveform, and
 mixtures that contain it, are never trained on). By default it has one scan of every waveform
 (jerk, drift, nodding, tilting, tremor, mixed) for each of the dental phantom and the real CT head, simulated with
-the scan settings the weights were trained with.
+the scan settings the weights were trained with, except the motion amplitudes, which are always drawn between 10 %
+and 100 % of the bounds.
 
 Metrics are computed inside the reconstructed field of view (the cylinder the objects are cut to), against the
 motion-free noise-free FDK reference: PSNR (dB, data range = the reference's range), SSIM (2D per axial slice,
@@ -15,6 +16,7 @@ held-out waveform, and scans whose largest displacement of a point of the field 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import pathlib
@@ -36,6 +38,7 @@ __all__ = ["EVAL_SOURCES", "EVAL_WAVEFORMS", "eval_specs", "evaluate", "format_t
 EVAL_SOURCES = ("dental", "head_mha")
 EVAL_WAVEFORMS = ("jerk", "drift", "nodding", "tilting", "tremor", "mixed")
 HELD_OUT_WAVEFORMS = ("tilting",)
+EVAL_MIN_MOTION_FRACTION = 0.1  # fixed protocol: motion amplitudes 10-100 % of the bounds, whatever training used
 LARGE_MOTION_MM = 1.5  # table split: largest displacement of a point of the field of view during the scan
 
 
@@ -71,6 +74,7 @@ def evaluate(
         if not metas:
             raise ValueError("no scan settings: give scan=... or weights whose meta holds their training config")
         scan = ScanConfig.from_dict(metas[0]["config"]["data"]["scan"])
+        scan = dataclasses.replace(scan, min_motion_fraction=EVAL_MIN_MOTION_FRACTION)
     for name, (model, _) in models.items():
         if model.cfg.n_segments != scan.n_segments:
             raise ValueError(f"{name}: weights use K = {model.cfg.n_segments}, the scans K = {scan.n_segments}")
