@@ -9,19 +9,24 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-import cbct  # noqa: E402
-from cbct.pipeline.state import PipelineState  # noqa: E402
-from cbct.sbp_mac import data as sbp_data  # noqa: E402
-from cbct.sbp_mac.data import SampleSpec, ScanConfig, scan_geometry, simulate_sample  # noqa: E402
-from cbct.sbp_mac.inference import correct_volume, default_weights_path, load_weights, save_weights  # noqa: E402
-from cbct.sbp_mac.loss import LossWeights, sbp_mac_loss  # noqa: E402
-from cbct.sbp_mac.model import SBPMAC, SBPMACConfig  # noqa: E402
-from cbct.sbp_mac.stage import sbp_mac_stage  # noqa: E402
-from cbct.simulation.motion import evaluate_motion, sample_motion_parameters  # noqa: E402
-from cbct.simulation.noise import add_noise  # noqa: E402
+import cbct
+from cbct.pipeline.state import PipelineState
+from cbct.sbp_mac import data as sbp_data
+from cbct.sbp_mac.data import SampleSpec, ScanConfig, scan_geometry, simulate_sample
+from cbct.sbp_mac.inference import (
+    correct_volume,
+    default_weights_path,
+    load_weights,
+    save_weights,
+)
+from cbct.sbp_mac.loss import LossWeights, sbp_mac_loss
+from cbct.sbp_mac.model import SBPMAC, SBPMACConfig
+from cbct.sbp_mac.stage import sbp_mac_stage
+from cbct.simulation.motion import evaluate_motion, sample_motion_parameters
+from cbct.simulation.noise import add_noise
 
 TINY = ScanConfig(volume_shape=(12, 32, 32), voxel_size=2.0, n_views=32, dso=300.0, dsd=450.0, n_segments=4)
-TINY_MODEL = dict(n_segments=4, channels=(8, 16), encoder_channels=(8, 16), segment_features=2)
+TINY_MODEL = {"n_segments": 4, "channels": (8, 16), "encoder_channels": (8, 16), "segment_features": 2}
 
 
 @pytest.fixture(autouse=True)

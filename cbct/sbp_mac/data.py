@@ -3,8 +3,7 @@
 One sample is made from a :class:`SampleSpec` (object source, seed, motion waveform) and a :class:`ScanConfig`:
 
 1. an object volume (mm⁻¹) on the scan's grid, from one of :data:`SOURCES`:
-   ``"dental"`` (the project's procedural dental phantom, ``cbct.phantoms.dental``; a random ellipsoid dental head
-   stands in where that module is absent), ``"ellipsoids"`` (random ellipsoid dental heads: skull, jaw arch, teeth
+   ``"dental"`` (the project's procedural dental phantom, ``cbct.phantoms.dental``), ``"ellipsoids"`` (random ellipsoid dental heads: skull, jaw arch, teeth
    with pulp, airway, random inclusions), ``"tigre_head"`` (TIGRE's MRI-derived head phantom, randomly rotated,
    scaled and shifted) and ``"head_mha"`` (a real CT of a head, VTK's ``headsq``, scaled to fit the field of view;
    kept for evaluation);
@@ -24,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import itertools
 import json
 import logging
 import math
@@ -40,31 +40,38 @@ from scipy import ndimage
 from cbct.fdk import fdk, fdk_filter
 from cbct.geometry import ConeGeometry, VolumeGrid
 from cbct.operators import project, segmented_backproject
+from cbct.phantoms import real
+from cbct.phantoms.dental import dental_phantom
 from cbct.phantoms.ellipsoids import Ellipsoid, voxelize
-from cbct.simulation.motion import COMPONENT_KINDS, WAVEFORMS, evaluate_motion, sample_motion_parameters
+from cbct.simulation.motion import (
+    COMPONENT_KINDS,
+    WAVEFORMS,
+    evaluate_motion,
+    sample_motion_parameters,
+)
 from cbct.simulation.noise import add_noise
 
 log = logging.getLogger(__name__)
 
 __all__ = [
     "SOURCES",
-    "ScanConfig",
-    "SampleSpec",
     "Sample",
-    "SplitConfig",
-    "scan_geometry",
-    "source_volume",
-    "random_dental_head",
-    "simulate_sample",
-    "split_specs",
-    "build_split",
-    "load_split",
+    "SampleSpec",
+    "ScanConfig",
     "SplitArrays",
+    "SplitConfig",
+    "build_split",
     "cached_split",
-    "iter_samples",
-    "split_key",
-    "segment_motion",
     "displacement_field",
+    "iter_samples",
+    "load_split",
+    "random_dental_head",
+    "scan_geometry",
+    "segment_motion",
+    "simulate_sample",
+    "source_volume",
+    "split_key",
+    "split_specs",
 ]
 
 SOURCES = ("dental", "ellipsoids", "tigre_head", "head_mha")
@@ -207,7 +214,7 @@ def scan_geometry(cfg: ScanConfig) -> ConeGeometry:
     width = 1.05 * 2 * cfg.dsd * radius / math.sqrt(cfg.dso**2 - radius**2)
     height = 1.05 * 2 * half_height * cfg.dsd / (cfg.dso - radius)
     pixel = cfg.dsd / cfg.dso * cfg.voxel_size
-    detector = (int(math.ceil(height / pixel)), int(math.ceil(width / pixel)))
+    detector = (math.ceil(height / pixel), math.ceil(width / pixel))
     return ConeGeometry.circular(
         dso=cfg.dso, dsd=cfg.dsd, detector_shape=detector, detector_pixel_size=pixel,
         volume_shape=grid.shape, voxel_size=grid.voxel_size, n_views=cfg.n_views,
@@ -285,39 +292,9 @@ def random_dental_head(grid: VolumeGrid, rng: np.random.Generator, radius_mm: fl
     return np.maximum(vol, 0.0).astype(np.float32)
 
 
-def _data_dir() -> pathlib.Path:
-    env = os.environ.get("CBCT_DATA_DIR")
-    if env:
-        return pathlib.Path(env)
-    return pathlib.Path(__file__).resolve().parents[3] / "shared" / "data"
-
-
 def _load_real(name: str) -> tuple[np.ndarray, VolumeGrid]:
-    """A real-anatomy volume (mm⁻¹) and its grid: the project's loaders if present, else read here."""
-    try:
-        from cbct.phantoms import real  # written by another part of the project
-
-        return real.load_head_mha() if name == "head_mha" else real.load_tigre_head()
-    except (ImportError, AttributeError):
-        pass
-    folder = _data_dir()
-    if name == "head_mha":
-        path = folder / "head.mha"
-        raw = path.read_bytes()
-        marker = b"ElementDataFile = LOCAL"
-        at = raw.find(marker)
-        if at < 0:
-            raise ValueError(f"{path}: not a MetaImage with LOCAL data")
-        header = dict(line.split(" = ", 1) for line in raw[:at].decode().splitlines() if " = " in line)
-        nx, ny, nz = (int(v) for v in header["DimSize"].split())
-        sx, sy, sz = (float(v) for v in header["ElementSpacing"].split())
-        start = raw.index(b"\n", at) + 1
-        data = np.frombuffer(raw[start:start + 2 * nx * ny * nz], dtype="<u2").reshape(nz, ny, nx)
-        return (data.astype(np.float32) * (WATER_MU / 1000.0)), VolumeGrid((nz, ny, nx), (sz, sy, sx))
-    from scipy.io import loadmat
-
-    img = loadmat(folder / "head_phantom.mat")["img"].transpose(2, 1, 0)
-    return np.ascontiguousarray(img, dtype=np.float32) * (WATER_MU / 0.4), VolumeGrid(img.shape, 1.0)
+    """A real-anatomy volume (mm⁻¹) and its grid, from :mod:`cbct.phantoms.real`."""
+    return real.load_head_mha() if name == "head_mha" else real.load_tigre_head()
 
 
 def _resample_real(
@@ -365,13 +342,7 @@ def source_volume(source: str, grid: VolumeGrid, rng: np.random.Generator, *, ra
     if source not in SOURCES:
         raise ValueError(f"source must be one of {SOURCES}, got {source!r}")
     if source == "dental":
-        try:
-            from cbct.phantoms.dental import dental_phantom
-        except ImportError:
-            log.debug("cbct.phantoms.dental is absent: a random ellipsoid dental head stands in")
-            vol = random_dental_head(grid, rng, radius_mm)
-        else:
-            vol = np.asarray(dental_phantom(grid, rng=int(rng.integers(2**31))), dtype=np.float32)
+        vol = np.asarray(dental_phantom(grid, rng=int(rng.integers(2**31))), dtype=np.float32)
     elif source == "ellipsoids":
         vol = random_dental_head(grid, rng, radius_mm)
     else:
@@ -455,8 +426,8 @@ def segment_motion(spec: SampleSpec, cfg: ScanConfig) -> tuple[np.ndarray, np.nd
     motion = evaluate_motion(params, cfg.n_views)
     starts = segment_starts(cfg.n_views, cfg.n_segments)
     rotvecs = rotation_vectors(motion.rotations)
-    w = np.stack([rotvecs[a:b].mean(axis=0) for a, b in zip(starts[:-1], starts[1:])])
-    t = np.stack([motion.translations[a:b].mean(axis=0) for a, b in zip(starts[:-1], starts[1:])])
+    w = np.stack([rotvecs[a:b].mean(axis=0) for a, b in itertools.pairwise(starts)])
+    t = np.stack([motion.translations[a:b].mean(axis=0) for a, b in itertools.pairwise(starts)])
     return w, t, np.asarray(motion.pivot)
 
 
@@ -496,21 +467,11 @@ class SplitArrays:
         return self.fdk.shape[0]
 
 
-def _producer_tag() -> str:
-    """Which dental phantom module made the data (it changes the data when it appears)."""
-    try:
-        import cbct.phantoms.dental  # noqa: F401
-
-        return "cbct.phantoms.dental"
-    except ImportError:
-        return "random_dental_head"
-
-
 def split_key(specs: Sequence[SampleSpec], cfg: ScanConfig, augment: bool) -> str:
     """A short hash of everything that defines a split's content."""
     blob = json.dumps(
         {"scan": cfg.to_dict(), "specs": [dataclasses.asdict(s) for s in specs], "augment": augment,
-         "dental": _producer_tag(), "version": 3},
+         "dental": "cbct.phantoms.dental", "version": 3},
         sort_keys=True,
     )
     return hashlib.sha256(blob.encode()).hexdigest()[:12]

@@ -28,7 +28,12 @@ import numpy as np
 import torch
 
 from cbct.sbp_mac.data import SampleSpec, ScanConfig, cached_split
-from cbct.sbp_mac.inference import correct_volume, fov_mask, load_weights, volume_metrics
+from cbct.sbp_mac.inference import (
+    correct_volume,
+    fov_mask,
+    load_weights,
+    volume_metrics,
+)
 from cbct.simulation.motion import COMPONENT_KINDS
 
 log = logging.getLogger(__name__)

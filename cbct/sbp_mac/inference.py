@@ -16,7 +16,7 @@ from cbct.sbp_mac.model import SBPMAC, SBPMACConfig
 
 log = logging.getLogger(__name__)
 
-__all__ = ["WEIGHTS_FORMAT", "default_weights_path", "save_weights", "load_weights", "slice_inputs", "correct_volume"]
+__all__ = ["WEIGHTS_FORMAT", "correct_volume", "default_weights_path", "load_weights", "save_weights", "slice_inputs"]
 
 WEIGHTS_FORMAT = "cbct.sbp_mac/1"
 

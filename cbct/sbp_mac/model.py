@@ -38,7 +38,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-__all__ = ["SBPMACConfig", "SBPMAC", "SBPMACOutput", "ResBlock", "SFT", "warp"]
+__all__ = ["SBPMAC", "SFT", "ResBlock", "SBPMACConfig", "SBPMACOutput", "warp"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -122,7 +122,7 @@ class SBPMACOutput(NamedTuple):
 def warp(images: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
     """Sample ``images`` (N, C, H, W) at ``x + flow`` (flow (N, 2, H, W): (dx, dy) in pixels), bilinear, edges
     repeated."""
-    n, _, h, w = images.shape
+    h, w = images.shape[-2:]
     ys = torch.linspace(-1 + 1 / h, 1 - 1 / h, h, device=images.device, dtype=images.dtype)
     xs = torch.linspace(-1 + 1 / w, 1 - 1 / w, w, device=images.device, dtype=images.dtype)
     gy, gx = torch.meshgrid(ys, xs, indexing="ij")

@@ -40,13 +40,18 @@ from cbct.sbp_mac.data import (
     segment_motion,
     split_specs,
 )
-from cbct.sbp_mac.inference import correct_volume, fov_mask, save_weights, volume_metrics
+from cbct.sbp_mac.inference import (
+    correct_volume,
+    fov_mask,
+    save_weights,
+    volume_metrics,
+)
 from cbct.sbp_mac.loss import LossWeights, sbp_mac_loss
 from cbct.sbp_mac.model import SBPMAC, SBPMACConfig
 
 log = logging.getLogger(__name__)
 
-__all__ = ["TRAIN_DEFAULTS", "load_config", "SliceBatcher", "train", "main"]
+__all__ = ["TRAIN_DEFAULTS", "SliceBatcher", "load_config", "main", "train"]
 
 TRAIN_DEFAULTS: dict[str, Any] = {
     "steps": 3000,  # optimiser steps
@@ -100,7 +105,7 @@ def load_config(path: str | pathlib.Path | None = None, overrides: Sequence[str]
         for p in parts[:-1]:
             node = node.setdefault(p, {})
             if not isinstance(node, dict):
-                raise ValueError(f"--set {key}: {p} is not a section")
+                raise TypeError(f"--set {key}: {p} is not a section")
         node[parts[-1]] = yaml.safe_load(value)
     unknown = set(cfg["train"]) - set(TRAIN_DEFAULTS)
     if unknown:
@@ -139,7 +144,7 @@ class SliceBatcher:
         if not 0.0 <= intensity_jitter < 1.0:
             raise ValueError(f"train.intensity_jitter must lie in [0, 1), got {intensity_jitter}")
         self.jitter = float(intensity_jitter)
-        nz, ny, nx = split.fdk.shape[1:]
+        ny, nx = split.fdk.shape[2:]
         self.crop = None if crop is None else int(crop)
         if self.crop is not None and (self.crop > min(ny, nx) or self.crop % cfg.multiple):
             raise ValueError(f"train.crop must be a multiple of {cfg.multiple} no larger than {min(ny, nx)}, got {crop}")

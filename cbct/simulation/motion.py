@@ -40,16 +40,16 @@ import numpy as np
 from cbct.geometry import ConeGeometry
 
 __all__ = [
-    "RigidMotion",
+    "COMPONENT_KINDS",
+    "WAVEFORMS",
     "MotionComponent",
     "MotionParameters",
-    "WAVEFORMS",
-    "COMPONENT_KINDS",
+    "RigidMotion",
+    "evaluate_motion",
+    "random_motion",
     "rotation_matrices",
     "rotation_vectors",
     "sample_motion_parameters",
-    "evaluate_motion",
-    "random_motion",
 ]
 
 Reference = Literal["mean", "first"]
