@@ -304,8 +304,9 @@ def _file_hash(path: pathlib.Path) -> str:
 def restoration_volumes(cfg: dict, completion_path: pathlib.Path, dev: torch.device) -> list[tuple[np.ndarray, np.ndarray]]:
     """(input, target) volume pairs: FDK of the network-completed noisy sparse scans, FDK of the clean full scans.
 
-    Cached by scan, completion weights and sources. The first ``restoration.sequences`` training sequences are used,
-    each at every factor of ``restoration.factors`` with a seeded first kept view and noise.
+    Cached by scan, completion weights and sources. ``restoration.sequences`` training sequences, evenly spread over
+    the training list (every source represented), are used, each at every factor of ``restoration.factors`` with a
+    seeded first kept view and noise.
     """
     from cbct.bbc.recon import complete_scan
     from cbct.fdk import fdk
@@ -315,8 +316,11 @@ def restoration_volumes(cfg: dict, completion_path: pathlib.Path, dev: torch.dev
     scan = ScanConfig.from_dict(cfg["scan"])
     geom = scan.geometry()
     cache_dir = resolve_path(cfg["cache_dir"])
-    seqs = load_sequences(scan, cfg["data"]["train"], cache_dir=cache_dir)[: int(rc["sequences"])]
-    key = hashlib.sha1(repr((scan.key(), _file_hash(completion_path), rc["factors"], len(seqs), cfg["seed"],
+    all_seqs = load_sequences(scan, cfg["data"]["train"], cache_dir=cache_dir)
+    # evenly spread over the training list, so every source (phantoms and anatomy) is represented
+    pick = np.unique(np.round(np.linspace(0, len(all_seqs) - 1, min(int(rc["sequences"]), len(all_seqs)))).astype(int))
+    seqs = [all_seqs[i] for i in pick]
+    key = hashlib.sha1(repr((scan.key(), _file_hash(completion_path), rc["factors"], pick.tolist(), cfg["seed"],
                              cfg["data"]["train"], cfg["noise"])).encode()).hexdigest()[:10]
     path = cache_dir / f"restore_{key}.npz"
     if path.exists():
