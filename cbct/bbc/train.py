@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 import yaml
+from scipy import ndimage
 
 from cbct.bbc.data import ScanConfig, TripletSampler, load_sequences, noisy
 from cbct.bbc.model import FlowCompletionConfig, FlowCompletionNet
@@ -64,6 +65,7 @@ DEFAULTS: dict[str, Any] = {
         "model": {},
         "factors": [4, 8],
         "sequences": 16,
+        "blur_sigma_max": 0.0,
         "steps": 2000,
         "batch": 8,
         "crop": [96, 96],
@@ -306,7 +308,8 @@ def restoration_volumes(cfg: dict, completion_path: pathlib.Path, dev: torch.dev
 
     Cached by scan, completion weights and sources. ``restoration.sequences`` training sequences, evenly spread over
     the training list (every source represented), are used, each at every factor of ``restoration.factors`` with a
-    seeded first kept view and noise.
+    seeded first kept view and noise; with ``restoration.blur_sigma_max > 0`` each clean sequence is first blurred
+    on the detector by a Gaussian of random width up to that many pixels (smoother anatomy than the phantoms).
     """
     from cbct.bbc.recon import complete_scan
     from cbct.fdk import fdk
@@ -320,8 +323,8 @@ def restoration_volumes(cfg: dict, completion_path: pathlib.Path, dev: torch.dev
     # evenly spread over the training list, so every source (phantoms and anatomy) is represented
     pick = np.unique(np.round(np.linspace(0, len(all_seqs) - 1, min(int(rc["sequences"]), len(all_seqs)))).astype(int))
     seqs = [all_seqs[i] for i in pick]
-    key = hashlib.sha1(repr((scan.key(), _file_hash(completion_path), rc["factors"], pick.tolist(), cfg["seed"],
-                             cfg["data"]["train"], cfg["noise"])).encode()).hexdigest()[:10]
+    key = hashlib.sha1(repr((scan.key(), _file_hash(completion_path), rc["factors"], pick.tolist(), rc["blur_sigma_max"],
+                             cfg["seed"], cfg["data"]["train"], cfg["noise"])).encode()).hexdigest()[:10]
     path = cache_dir / f"restore_{key}.npz"
     if path.exists():
         z = np.load(path)
@@ -330,7 +333,11 @@ def restoration_volumes(cfg: dict, completion_path: pathlib.Path, dev: torch.dev
     g = np.random.default_rng([int(cfg["seed"]), 2])
     pairs = []
     lo, hi = cfg["noise"]["i0_range"]
+    blur_max = float(rc["blur_sigma_max"])
     for j, seq in enumerate(seqs):
+        if blur_max > 0:  # anatomy smoother than the phantoms' sharp edges (a blurred volume projects to blurred views)
+            sigma = float(g.uniform(0.0, blur_max))
+            seq = ndimage.gaussian_filter(seq, (0.0, sigma, sigma)).astype(np.float32) if sigma > 0.05 else seq
         target = np.asarray(fdk(seq, geom), np.float32)
         for f in rc["factors"]:
             i0 = float(np.exp(g.uniform(np.log(lo), np.log(hi))))
