@@ -100,23 +100,7 @@ def _project_kernel(padded, rays, shape, spacing, out):
         view = row // nv
         iv = row - view * nv
         for iu in range(nu):
-            a, b, c, b0, c0, db, dc, weight, m_first, m_last = _setup_ray(rays, view, iv, iu, shape, spacing)
-            sa, sb, sc = strides[a], strides[b], strides[c]
-            acc = 0.0
-            for m in range(m_first, m_last + 1):
-                pb = b0 + m * db
-                pc = c0 + m * dc
-                fb = np.floor(pb)
-                fc = np.floor(pc)
-                wb = pb - fb
-                wc = pc - fc
-                base = (m + PAD) * sa + (int(fb) + PAD) * sb + (int(fc) + PAD) * sc
-                v00 = flat[base]
-                v10 = flat[base + sb]
-                v01 = flat[base + sc]
-                v11 = flat[base + sb + sc]
-                acc += (1.0 - wc) * ((1.0 - wb) * v00 + wb * v10) + wc * ((1.0 - wb) * v01 + wb * v11)
-            out[view, iv, iu] = acc * weight
+            out[view, iv, iu] = _sample_ray(flat, strides, rays, view, iv, iu, shape, spacing)
 
 
 COLUMN_TOL = 1e-12  # relative horizontal size of the detector v vector below which detector columns are vertical
