@@ -79,6 +79,18 @@ def _setup_ray(rays, view, iv, iu, shape, spacing):
 
 
 @numba.njit(inline="always", fastmath=True)
+def _sample_site(b0, c0, db, dc, m, sa, sb, sc):
+    """Flat index of the lower in-plane neighbour of the sample on plane ``m`` and its two linear weights
+    (shared by the projector and its adjoint, so they stay exact transposes)."""
+    pb = b0 + m * db
+    pc = c0 + m * dc
+    fb = np.floor(pb)
+    fc = np.floor(pc)
+    base = (m + PAD) * sa + (int(fb) + PAD) * sb + (int(fc) + PAD) * sc
+    return base, pb - fb, pc - fc
+
+
+@numba.njit(inline="always", fastmath=True)
 def _plane_range(coord0, slope, n):
     """Range of plane indices m for which ``coord0 + m * slope`` lies in (-1, n)."""
     if slope == 0.0:
@@ -120,13 +132,7 @@ def _sample_ray(flat, strides, rays, view, iv, iu, shape, spacing):
     sa, sb, sc = strides[a], strides[b], strides[c]
     acc = 0.0
     for m in range(m_first, m_last + 1):
-        pb = b0 + m * db
-        pc = c0 + m * dc
-        fb = np.floor(pb)
-        fc = np.floor(pc)
-        wb = pb - fb
-        wc = pc - fc
-        base = (m + PAD) * sa + (int(fb) + PAD) * sb + (int(fc) + PAD) * sc
+        base, wb, wc = _sample_site(b0, c0, db, dc, m, sa, sb, sc)
         acc += (1.0 - wc) * ((1.0 - wb) * flat[base] + wb * flat[base + sb]) + wc * (
             (1.0 - wb) * flat[base + sc] + wb * flat[base + sb + sc])
     return acc * weight
@@ -233,13 +239,7 @@ def _adjoint_kernel(proj, rays, views, shape, spacing, acc):
                     sa, sb, sc = strides[a], strides[b], strides[c]
                     value = value * weight
                     for m in range(m_first, m_last + 1):
-                        pb = b0 + m * db
-                        pc = c0 + m * dc
-                        fb = np.floor(pb)
-                        fc = np.floor(pc)
-                        wb = pb - fb
-                        wc = pc - fc
-                        base = (m + PAD) * sa + (int(fb) + PAD) * sb + (int(fc) + PAD) * sc
+                        base, wb, wc = _sample_site(b0, c0, db, dc, m, sa, sb, sc)
                         flat[base] += (1.0 - wc) * (1.0 - wb) * value
                         flat[base + sb] += (1.0 - wc) * wb * value
                         flat[base + sc] += wc * (1.0 - wb) * value
