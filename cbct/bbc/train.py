@@ -150,6 +150,36 @@ def _save_checkpoint(path: pathlib.Path, blob: dict) -> None:
     os.replace(tmp, path)
 
 
+def _optimizer(model: torch.nn.Module, section: dict, dev: torch.device):
+    """AdamW, whether mixed precision is on, its dtype, and the gradient scaler (float16 only) for one training section."""
+    opt = torch.optim.AdamW(model.parameters(), lr=section["lr"], weight_decay=section["weight_decay"])
+    use_amp = bool(section["amp"]) and dev.type == "cuda"
+    amp_dtype = _amp_dtype(dev)
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
+    return opt, use_amp, amp_dtype, scaler
+
+
+def _resume(ckpt: pathlib.Path, model, opt, scaler, sampler, dev: torch.device, name: str) -> tuple[int, float, list]:
+    """Restore model, optimiser, scaler and RNG states from ``ckpt``; returns ``(step, elapsed_s, history)``."""
+    blob = torch.load(ckpt, map_location=dev, weights_only=False)
+    model.load_state_dict(blob["model"])
+    opt.load_state_dict(blob["opt"])
+    scaler.load_state_dict(blob["scaler"])
+    sampler.rng.bit_generator.state = blob["sampler_rng"]
+    torch.set_rng_state(blob["torch_rng"])
+    log.info("resumed %s training at step %d", name, blob["step"])
+    return blob["step"], blob["elapsed"], blob["history"]
+
+
+def _checkpoint(ckpt: pathlib.Path, model, opt, scaler, sampler, step: int, elapsed: float, history: list) -> None:
+    """Write everything :func:`_resume` needs, atomically."""
+    _save_checkpoint(ckpt, {
+        "model": model.state_dict(), "opt": opt.state_dict(), "scaler": scaler.state_dict(), "step": step,
+        "elapsed": elapsed, "history": history,
+        "sampler_rng": sampler.rng.bit_generator.state, "torch_rng": torch.get_rng_state(),
+    })
+
+
 def _describe_device(dev: torch.device, threads: int) -> str:
     if dev.type == "cuda":
         return f"{torch.cuda.get_device_name(dev)} (CUDA)"
@@ -239,21 +269,11 @@ def train_completion(cfg: dict, *, resume: bool = True) -> pathlib.Path:
     sampler = TripletSampler(seqs, crop=tuple(cc["crop"]), gap_range=tuple(cc["gap_range"]),
                              i0_range=tuple(cfg["noise"]["i0_range"]), rng=np.random.default_rng([seed, 1]))
     model = FlowCompletionNet(FlowCompletionConfig.from_dict(cc["model"])).to(dev)
-    opt = torch.optim.AdamW(model.parameters(), lr=cc["lr"], weight_decay=cc["weight_decay"])
-    use_amp = bool(cc["amp"]) and dev.type == "cuda"
-    amp_dtype = _amp_dtype(dev)
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
+    opt, use_amp, amp_dtype, scaler = _optimizer(model, cc, dev)
     ckpt = out_dir / "completion_ckpt.pt"
     step, elapsed, history = 0, 0.0, []
     if resume and ckpt.exists():
-        blob = torch.load(ckpt, map_location=dev, weights_only=False)
-        model.load_state_dict(blob["model"])
-        opt.load_state_dict(blob["opt"])
-        scaler.load_state_dict(blob["scaler"])
-        step, elapsed, history = blob["step"], blob["elapsed"], blob["history"]
-        sampler.rng.bit_generator.state = blob["sampler_rng"]
-        torch.set_rng_state(blob["torch_rng"])
-        log.info("resumed completion training at step %d", step)
+        step, elapsed, history = _resume(ckpt, model, opt, scaler, sampler, dev, "completion")
     total = int(cc["steps"])
     model.train()
     t0 = time.perf_counter() - elapsed
@@ -280,11 +300,7 @@ def train_completion(cfg: dict, *, resume: bool = True) -> pathlib.Path:
             metrics = validate(model, val, dev)
             history.append({"step": step, **metrics})
             log.info("completion step %d validation %s", step, {k: round(v, 2) for k, v in metrics.items()})
-            _save_checkpoint(ckpt, {
-                "model": model.state_dict(), "opt": opt.state_dict(), "scaler": scaler.state_dict(), "step": step,
-                "elapsed": time.perf_counter() - t0, "history": history,
-                "sampler_rng": sampler.rng.bit_generator.state, "torch_rng": torch.get_rng_state(),
-            })
+            _checkpoint(ckpt, model, opt, scaler, sampler, step, time.perf_counter() - t0, history)
     wall = time.perf_counter() - t0
     metrics = validate(model, val, dev)
     meta = {
@@ -420,21 +436,11 @@ def train_restoration(cfg: dict, *, resume: bool = True) -> pathlib.Path:
     mask = fov_mask(scan.volume_shape[1:], scan.voxel_size, 0.95 * scan.fov_radius())
     sampler = SliceSampler(train_pairs, context=net.config.context, crop=tuple(rc["crop"]), mask=mask,
                            rng=np.random.default_rng([seed, 3]))
-    opt = torch.optim.AdamW(net.parameters(), lr=rc["lr"], weight_decay=rc["weight_decay"])
-    use_amp = bool(rc["amp"]) and dev.type == "cuda"
-    amp_dtype = _amp_dtype(dev)
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
+    opt, use_amp, amp_dtype, scaler = _optimizer(net, rc, dev)
     ckpt = out_dir / "restoration_ckpt.pt"
     step, elapsed, history = 0, 0.0, []
     if resume and ckpt.exists():
-        blob = torch.load(ckpt, map_location=dev, weights_only=False)
-        net.load_state_dict(blob["model"])
-        opt.load_state_dict(blob["opt"])
-        scaler.load_state_dict(blob["scaler"])
-        step, elapsed, history = blob["step"], blob["elapsed"], blob["history"]
-        sampler.rng.bit_generator.state = blob["sampler_rng"]
-        torch.set_rng_state(blob["torch_rng"])
-        log.info("resumed restoration training at step %d", step)
+        step, elapsed, history = _resume(ckpt, net, opt, scaler, sampler, dev, "restoration")
     total = int(rc["steps"])
     t0 = time.perf_counter() - elapsed
     running = []
@@ -475,11 +481,7 @@ def train_restoration(cfg: dict, *, resume: bool = True) -> pathlib.Path:
             history.append({"step": step, "loss": float(np.mean(running))})
             running = []
         if step % int(rc["checkpoint_every"]) == 0 or step == total:
-            _save_checkpoint(ckpt, {
-                "model": net.state_dict(), "opt": opt.state_dict(), "scaler": scaler.state_dict(), "step": step,
-                "elapsed": time.perf_counter() - t0, "history": history,
-                "sampler_rng": sampler.rng.bit_generator.state, "torch_rng": torch.get_rng_state(),
-            })
+            _checkpoint(ckpt, net, opt, scaler, sampler, step, time.perf_counter() - t0, history)
     wall = time.perf_counter() - t0
     metrics = val_psnr()
     log.info("restoration validation %s", metrics)
