@@ -9,8 +9,10 @@ One sample is made from a :class:`SampleSpec` (object source, seed, motion wavef
    kept for evaluation);
 2. a random rigid motion (:mod:`cbct.simulation.motion`, the static pose being the mean pose) applied through the
    geometry; the moving object is projected (Joseph) and Poisson noise added (``i0`` drawn log-uniformly);
-3. FDK filtering of the noisy scan (with the nominal, motion-free geometry), segmented backprojection into
-   K contiguous angular segments (the ``(K, z, y, x)`` tensor) and their sum, the FDK image;
+3. FDK filtering of the noisy scan, segmented backprojection into K contiguous angular segments (the
+   ``(K, z, y, x)`` tensor) and their sum, the FDK image. With the nominal, motion-free geometry by default; with
+   ``motion_estimation`` set, with the geometry compensated by the rigid motion estimated from the noisy
+   projections (:mod:`cbct.motion_estimation`), the FDK of the nominal geometry being kept as ``fdk_uncorrected``;
 4. the reference: FDK of the noise-free, motion-free scan of the same object (same filter and grid).
 
 Every random draw comes from ``numpy.random.SeedSequence([seed, crc32(source)])``, split into independent streams
@@ -39,6 +41,7 @@ from scipy import ndimage
 
 from cbct.fdk import fdk, fdk_filter
 from cbct.geometry import ConeGeometry, VolumeGrid
+from cbct.motion_estimation import MotionEstimationConfig, estimate_rigid_motion
 from cbct.operators import project, segmented_backproject
 from cbct.phantoms import real
 from cbct.phantoms.dental import dental_phantom
@@ -97,6 +100,9 @@ class ScanConfig:
         pivot: world ``(x, y, z)`` centre of head rotation, mm (behind and below the field of view).
         fov_margin_mm: the object is cut to a cylinder this much inside the grid, so motion keeps it in the grid.
         min_motion_fraction: smallest drawn motion amplitude as a fraction of the bounds (0: some scans barely move).
+        motion_estimation: ``None`` (reconstruct with the nominal geometry) or the settings of
+            :class:`cbct.motion_estimation.MotionEstimationConfig` (``{}``: its defaults): estimate the rigid motion
+            from the noisy projections and reconstruct FDK image and segments with the compensated geometry.
     """
 
     volume_shape: tuple[int, int, int] = (64, 96, 96)
@@ -112,8 +118,12 @@ class ScanConfig:
     pivot: tuple[float, float, float] = (0.0, -60.0, -30.0)
     fov_margin_mm: float = 4.0
     min_motion_fraction: float = 0.25
+    motion_estimation: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
+        if self.motion_estimation is not None:
+            est = MotionEstimationConfig.from_dict(dict(self.motion_estimation))
+            object.__setattr__(self, "motion_estimation", est.to_dict())
         object.__setattr__(self, "volume_shape", tuple(int(s) for s in self.volume_shape))
         object.__setattr__(self, "i0", tuple(float(v) for v in self.i0))
         object.__setattr__(self, "pivot", tuple(float(v) for v in self.pivot))
@@ -302,8 +312,9 @@ def _resample_real(
 ) -> np.ndarray:
     """``vol`` resampled onto ``grid`` (trilinear), scaled so the head's cross-section fits ``radius_mm``.
 
-    With ``rng`` (training views): random rotation about z, a tilt of up to 5°, a scale of 0.9-1.4 times the fit
-    (zooming into the interior) and a shift of the centre; without it, the centred, fitted view.
+    With ``rng`` (training views): random rotation about z, a tilt of up to 5°, a scale of 0.6-1.4 times the fit
+    (from a head with air around it to a zoom into the interior) and a shift of the centre; without it, the
+    centred, fitted view.
     """
     mask = vol > 0.3 * WATER_MU
     idx = np.argwhere(mask)
@@ -315,7 +326,7 @@ def _resample_real(
     scale = radius_mm / extent_xy  # grid mm per source mm
     rot = np.eye(3)
     if rng is not None:
-        scale *= rng.uniform(0.9, 1.4)
+        scale *= rng.uniform(0.6, 1.4)
         angle, tilt_axis, tilt = rng.uniform(0, 2 * np.pi), rng.uniform(0, 2 * np.pi), math.radians(rng.uniform(0, 5))
         c, s = math.cos(angle), math.sin(angle)
         rz = np.array([[c, -s, 0], [s, c, 0], [0, 0, 1.0]])
@@ -343,8 +354,8 @@ def source_volume(source: str, grid: VolumeGrid, rng: np.random.Generator, *, ra
         raise ValueError(f"source must be one of {SOURCES}, got {source!r}")
     if source == "dental":
         vol = np.asarray(dental_phantom(grid, rng=int(rng.integers(2**31))), dtype=np.float32)
-    elif source == "ellipsoids":
-        vol = random_dental_head(grid, rng, radius_mm)
+    elif source == "ellipsoids":  # augmented: sometimes smaller than the field of view, with air around it
+        vol = random_dental_head(grid, rng, radius_mm * (rng.uniform(0.65, 1.0) if augment else 1.0))
     else:
         real, src_grid = _load_real(source)
         vol = _resample_real(real, src_grid, grid, radius_mm, rng if augment else None)
@@ -363,16 +374,19 @@ class Sample:
     """One simulated scan, reconstructed.
 
     Attributes:
-        fdk: (z, y, x) float32 FDK of the motion-corrupted noisy scan, mm⁻¹.
+        fdk: (z, y, x) float32 FDK of the motion-corrupted noisy scan, mm⁻¹ (motion-compensated when the scan
+            config estimates motion).
         segments: (K, z, y, x) float32 segmented backprojection of the same filtered projections (sums to ``fdk``).
         reference: (z, y, x) float32 FDK of the noise-free motion-free scan, mm⁻¹.
         meta: spec, motion extent (max angle, max displacement), i0, timings.
+        fdk_uncorrected: (z, y, x) float32 FDK with the nominal geometry (``fdk`` itself without motion estimation).
     """
 
     fdk: np.ndarray
     segments: np.ndarray
     reference: np.ndarray
     meta: dict[str, Any]
+    fdk_uncorrected: np.ndarray
 
 
 def _streams(spec: SampleSpec) -> list[np.random.Generator]:
@@ -397,6 +411,14 @@ def simulate_sample(spec: SampleSpec, cfg: ScanConfig, *, augment: bool = True) 
     moving = add_noise(project(vol, motion.apply(geom)), i0=i0, rng=noise_rng)
     filtered, fgeom = fdk_filter(moving, geom, filter=cfg.filter)
     segments = segmented_backproject(filtered, fgeom, cfg.n_segments)
+    uncorrected = segments.sum(axis=0)
+    extra: dict[str, Any] = {}
+    if cfg.motion_estimation is not None:
+        t_est = time.perf_counter()
+        estimated = estimate_rigid_motion(moving, geom, MotionEstimationConfig.from_dict(cfg.motion_estimation))
+        extra["motion_estimation_seconds"] = time.perf_counter() - t_est
+        filtered, fgeom = fdk_filter(moving, estimated.apply(geom), filter=cfg.filter)
+        segments = segmented_backproject(filtered, fgeom, cfg.n_segments)
     reference = fdk(project(vol, geom), geom, filter=cfg.filter)
     corners = np.array([[sx, sy, sz] for sx in (-1, 1) for sy in (-1, 1) for sz in (-1, 1)], float)
     corners *= np.array([radius, radius, cfg.grid.size[0] / 2])
@@ -406,9 +428,10 @@ def simulate_sample(spec: SampleSpec, cfg: ScanConfig, *, augment: bool = True) 
         "max_rotation_deg": float(motion.rotation_angles_deg().max()),
         "max_displacement_mm": float(motion.displacement_mm(corners).max()),
         "components": [c.kind for c in params.components],
+        **extra,
         "seconds": time.perf_counter() - t0,
     }
-    return Sample(segments.sum(axis=0), segments, reference, meta)
+    return Sample(segments.sum(axis=0), segments, reference, meta, uncorrected)
 
 
 def segment_motion(spec: SampleSpec, cfg: ScanConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -455,13 +478,15 @@ def displacement_field(
 # ---------------------------------------------------------------------------------------------- cached splits
 @dataclasses.dataclass(frozen=True)
 class SplitArrays:
-    """A cached split in memory: ``fdk`` (N, z, y, x), ``segments`` (N, K, z, y, x), ``reference`` (N, z, y, x)
-    (float16, mm⁻¹) and one meta dict per sample."""
+    """A cached split in memory: ``fdk`` (N, z, y, x), ``segments`` (N, K, z, y, x), ``reference`` (N, z, y, x),
+    ``fdk_uncorrected`` (N, z, y, x; the same array as ``fdk`` without motion estimation) (float16, mm⁻¹) and one
+    meta dict per sample."""
 
     fdk: np.ndarray
     segments: np.ndarray
     reference: np.ndarray
     meta: list[dict[str, Any]]
+    fdk_uncorrected: np.ndarray
 
     def __len__(self) -> int:
         return self.fdk.shape[0]
@@ -471,7 +496,7 @@ def split_key(specs: Sequence[SampleSpec], cfg: ScanConfig, augment: bool) -> st
     """A short hash of everything that defines a split's content."""
     blob = json.dumps(
         {"scan": cfg.to_dict(), "specs": [dataclasses.asdict(s) for s in specs], "augment": augment,
-         "dental": "cbct.phantoms.dental", "version": 3},
+         "dental": "cbct.phantoms.dental", "version": 5},
         sort_keys=True,
     )
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
@@ -501,6 +526,8 @@ def build_split(
             f.create_dataset("fdk", (n, *shape), np.float16, chunks=(1, 1, *shape[1:]))
             f.create_dataset("segments", (n, k, *shape), np.float16, chunks=(1, k, 1, *shape[1:]))
             f.create_dataset("reference", (n, *shape), np.float16, chunks=(1, 1, *shape[1:]))
+            if cfg.motion_estimation is not None:
+                f.create_dataset("fdk_uncorrected", (n, *shape), np.float16, chunks=(1, 1, *shape[1:]))
             f.create_dataset("meta", (n,), h5py.string_dtype())
             f.create_dataset("done", (n,), bool)
         done = f["done"][:]
@@ -511,6 +538,8 @@ def build_split(
             f["fdk"][i] = s.fdk
             f["segments"][i] = s.segments
             f["reference"][i] = s.reference
+            if "fdk_uncorrected" in f:
+                f["fdk_uncorrected"][i] = s.fdk_uncorrected
             f["meta"][i] = json.dumps(s.meta)
             f["done"][i] = True
             f.flush()
@@ -535,7 +564,9 @@ def load_split(path: str | os.PathLike) -> SplitArrays:
         if "done" not in f or not bool(np.all(f["done"][:])):
             raise ValueError(f"{path} is not a complete split; build it with build_split")
         meta = [json.loads(m) for m in f["meta"].asstr()[:]]
-        return SplitArrays(f["fdk"][:], f["segments"][:], f["reference"][:], meta)
+        fdk_images = f["fdk"][:]
+        uncorrected = f["fdk_uncorrected"][:] if "fdk_uncorrected" in f else fdk_images
+        return SplitArrays(fdk_images, f["segments"][:], f["reference"][:], meta, uncorrected)
 
 
 def iter_samples(specs: Iterable[SampleSpec], cfg: ScanConfig, *, augment: bool = True) -> Iterable[Sample]:

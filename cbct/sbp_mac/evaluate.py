@@ -7,6 +7,9 @@ mixtures that contain it, are never trained on). By default it has one scan of e
 the scan settings the weights were trained with, except the motion amplitudes, which are always drawn between 10 %
 and 100 % of the bounds.
 
+When the weights were trained on motion-compensated scans (``data.scan.motion_estimation``), the networks get the
+compensated FDK image and segments, and the table has one more row: that compensated FDK image alone.
+
 Metrics are computed inside the reconstructed field of view (the cylinder the objects are cut to), against the
 motion-free noise-free FDK reference: PSNR (dB, data range = the reference's range), SSIM (2D per axial slice,
 same data range) and RMSE (mm⁻¹). The table gives the mean over the scans of each group: all, per source, the
@@ -27,6 +30,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from cbct.motion_estimation import MotionEstimationConfig
 from cbct.sbp_mac.data import SampleSpec, ScanConfig, cached_split
 from cbct.sbp_mac.inference import (
     correct_volume,
@@ -44,7 +48,8 @@ EVAL_SOURCES = ("dental", "head_mha")
 EVAL_WAVEFORMS = ("jerk", "drift", "nodding", "tilting", "tremor", "mixed")
 HELD_OUT_WAVEFORMS = ("tilting",)
 EVAL_MIN_MOTION_FRACTION = 0.1  # fixed protocol: motion amplitudes 10-100 % of the bounds, whatever training used
-LARGE_MOTION_MM = 1.5  # table split: largest displacement of a point of the field of view during the scan
+LARGE_MOTION_MM = 1.5
+MOTION_COMPENSATED_FDK = "FDK, estimated motion compensated"  # table split: largest displacement of a point of the field of view during the scan
 
 
 def eval_specs(sources: Sequence[str] = EVAL_SOURCES, waveforms: Sequence[str] = EVAL_WAVEFORMS, repeats: int = 1, seed: int = 9000) -> list[SampleSpec]:
@@ -80,9 +85,17 @@ def evaluate(
             raise ValueError("no scan settings: give scan=... or weights whose meta holds their training config")
         scan = ScanConfig.from_dict(metas[0]["config"]["data"]["scan"])
         scan = dataclasses.replace(scan, min_motion_fraction=EVAL_MIN_MOTION_FRACTION)
-    for name, (model, _) in models.items():
+    for name, (model, meta) in models.items():
         if model.cfg.n_segments != scan.n_segments:
             raise ValueError(f"{name}: weights use K = {model.cfg.n_segments}, the scans K = {scan.n_segments}")
+        trained = meta.get("config", {}).get("data", {}).get("scan", {}).get("motion_estimation")
+        if trained is not None:
+            trained = MotionEstimationConfig.from_dict(trained).to_dict()
+        if "config" in meta and trained != scan.motion_estimation:
+            raise ValueError(
+                f"{name}: weights were trained on scans with motion_estimation={trained}, the held-out scans use "
+                f"{scan.motion_estimation}; evaluate weights trained on the same kind of input together"
+            )
     specs = list(specs) if specs is not None else eval_specs()
     t0 = time.perf_counter()
     split = cached_split(specs, scan, cache_dir, "eval", augment=False)
@@ -95,7 +108,9 @@ def evaluate(
         ref = split.reference[i].astype(np.float32)
         base = {"source": spec.source, "waveform": spec.waveform, "seed": spec.seed,
                 "max_displacement_mm": split.meta[i]["max_displacement_mm"]}
-        rows.append({**base, "method": "FDK", **volume_metrics(fdk, ref, mask)})
+        rows.append({**base, "method": "FDK", **volume_metrics(split.fdk_uncorrected[i].astype(np.float32), ref, mask)})
+        if scan.motion_estimation is not None:
+            rows.append({**base, "method": MOTION_COMPENSATED_FDK, **volume_metrics(fdk, ref, mask)})
         for name, (model, _) in models.items():
             t = time.perf_counter()
             out = correct_volume(model, fdk, seg if model.cfg.use_segments else None, batch_size=batch_size, device=device)

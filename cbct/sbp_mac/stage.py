@@ -31,6 +31,7 @@ def sbp_mac_stage(
     batch_size: int = 8,
     device: str | None = None,
     keep_fdk: bool = False,
+    estimate_motion: bool | None = None,
     **kw: Any,
 ) -> PipelineState:
     """Motion-artifact-corrected reconstruction of ``state.projections``.
@@ -41,7 +42,13 @@ def sbp_mac_stage(
         n_segments: K angular segments; must equal the K the weights were trained with.
         batch_size: axial slices per network pass.
         device: torch device; default: CUDA when the projections are CuPy arrays, else the CPU.
-        keep_fdk: also keep the uncorrected FDK volume in ``extras["fdk"]``.
+        keep_fdk: also keep the FDK volume the network was given (motion-compensated when motion is estimated) in
+            ``extras["fdk"]``.
+        estimate_motion: estimate the rigid motion from the projections (:mod:`cbct.motion_estimation`) and
+            reconstruct FDK image and segments with the compensated geometry; ``None``: when the weights were
+            trained that way (their ``data.scan.motion_estimation``), with the same settings. The estimate runs on
+            the CPU (projections on the GPU are copied to the host for it) and lands in
+            ``extras["sbp_mac"]["motion"]``.
         **kw: FDK options ``filter``, ``cutoff``, ``short_scan``, ``offset_detector`` (``filter`` defaults to the
             one the weights were trained with).
 
@@ -66,7 +73,11 @@ def sbp_mac_stage(
     if model.cfg.n_segments != n_segments:
         raise ValueError(f"n_segments={n_segments} but the weights were trained with K = {model.cfg.n_segments} segments")
     filter_kw = {k: kw[k] for k in _FILTER_KEYS if k in kw}
-    filter_kw.setdefault("filter", meta.get("config", {}).get("data", {}).get("scan", {}).get("filter", "hann"))
+    trained_scan = meta.get("config", {}).get("data", {}).get("scan", {})
+    filter_kw.setdefault("filter", trained_scan.get("filter", "hann"))
+    estimation = trained_scan.get("motion_estimation")
+    if estimate_motion is None:
+        estimate_motion = estimation is not None
 
     # segments are contiguous in view order: put the views in angular order first
     order = np.argsort(np.unwrap(geom.angles) * np.sign(geom.angles[-1] - geom.angles[0] or 1.0), kind="stable")
@@ -74,6 +85,14 @@ def sbp_mac_stage(
         xp = array_module(projections)
         projections, geom = projections[xp.asarray(order)], geom[order]
     t0 = time.perf_counter()
+    motion = None
+    if estimate_motion:
+        from cbct.motion_estimation import MotionEstimationConfig, estimate_rigid_motion
+
+        host = projections.get() if lib == "cupy" else projections
+        motion = estimate_rigid_motion(host, geom, MotionEstimationConfig.from_dict(estimation or {}))
+        geom = motion.apply(geom)
+    t_motion = time.perf_counter() - t0
     filtered, fgeom = fdk_filter(projections, geom, **filter_kw)
     segments = segmented_backproject(filtered, fgeom, int(n_segments))
     del filtered
@@ -87,13 +106,18 @@ def sbp_mac_stage(
     else:
         volume = corrected.cpu().numpy()
     t2 = time.perf_counter()
-    log.info("SBP-MAC: FDK + %d-segment backprojection %.2f s, network %.2f s on %s", n_segments, t1 - t0, t2 - t1, device)
+    log.info(
+        "SBP-MAC: motion estimation %.2f s, FDK + %d-segment backprojection %.2f s, network %.2f s on %s",
+        t_motion, n_segments, t1 - t0 - t_motion, t2 - t1, device,
+    )
     extras = dict(state.extras)
     extras["sbp_mac"] = {
         "n_segments": int(n_segments),
         "weights": str(weights) if weights is not None else "cbct/models/sbp_mac.pt",
         "filter": filter_kw["filter"],
-        "seconds_reconstruction": t1 - t0,
+        "motion": motion,
+        "seconds_motion_estimation": t_motion,
+        "seconds_reconstruction": t1 - t0 - t_motion,
         "seconds_network": t2 - t1,
     }
     if keep_fdk:
