@@ -22,6 +22,7 @@ StageFunction = Callable[..., Any]
 STAGES: Mapping[str, str] = MappingProxyType({
     "preprocess": "cbct.pipeline.stages:preprocess_stage",
     "fdk": "cbct.pipeline.stages:fdk_stage",
+    "motion_compensation": "cbct.pipeline.stages:motion_compensation_stage",
     "export": "cbct.pipeline.stages:export_stage",
     "sbp_mac": "cbct.sbp_mac.stage:sbp_mac_stage",
     "bbc_completion": "cbct.bbc.stage:completion_stage",

@@ -144,6 +144,40 @@ fdk_stage.params_schema = {
 }
 
 
+def motion_compensation_stage(state: PipelineState, **settings: Any) -> PipelineState:
+    """Estimate the patient's rigid motion from ``state.projections`` and compensate it in the geometry.
+
+    The next ``fdk`` stage then reconstructs with the compensated geometry. ``settings`` are those of
+    :class:`cbct.motion_estimation.MotionEstimationConfig`; the estimate (a ``RigidMotion`` relative to the mean
+    pose) goes to ``extras["motion"]``. Views must be in acquisition order. Runs on the CPU.
+    """
+    from cbct.motion_estimation import MotionEstimationConfig, estimate_rigid_motion
+
+    if state.projections is None:
+        if state.raw:
+            raise ValueError("motion_compensation needs line integrals but the scan holds raw counts: add a 'preprocess' stage first")
+        raise ValueError("motion_compensation: the state holds no projections")
+    motion = estimate_rigid_motion(to_host(state.projections), state.geometry, MotionEstimationConfig.from_dict(settings))
+    return state.replace(geometry=motion.apply(state.geometry), extras={**state.extras, "motion": motion})
+
+
+motion_compensation_stage.params_schema = {
+    "type": "object", "additionalProperties": False,
+    "properties": {
+        "groups": {"type": "array", "items": {"type": "integer", "minimum": 1}, "minItems": 1},
+        "iterations": {"type": "integer", "minimum": 1},
+        "binning": {"type": "integer", "minimum": 1},
+        "filter": {"type": "string", "enum": ["ram-lak", "shepp-logan", "cosine", "hamming", "hann"]},
+        "step_mm": {"type": "number", "exclusiveMinimum": 0},
+        "damping": {"type": "number", "exclusiveMinimum": 0},
+        "max_step_mm": {"type": "number", "exclusiveMinimum": 0},
+        "prior": {"type": "number", "minimum": 0},
+        "smoothness": {"type": "number", "minimum": 0},
+        "jump_mm": {"type": "number", "minimum": 0},
+    },
+}
+
+
 # ---------------------------------------------------------------------------------------------------- export
 EXPORT_FORMATS = ("hdf5", "nifti", "dicom", "png")
 
