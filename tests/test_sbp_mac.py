@@ -17,8 +17,10 @@ from cbct.sbp_mac.data import SampleSpec, ScanConfig, scan_geometry, simulate_sa
 from cbct.sbp_mac.inference import (
     correct_volume,
     default_weights_path,
+    fov_mask,
     load_weights,
     save_weights,
+    volume_metrics,
 )
 from cbct.sbp_mac.loss import LossWeights, sbp_mac_loss
 from cbct.sbp_mac.model import SBPMAC, SBPMACConfig
@@ -310,12 +312,23 @@ def test_evaluation_of_compensated_weights_adds_the_compensated_fdk_row(tmp_path
 
     path, _ = _tiny_weights(tmp_path, motion_estimation=TINY_ESTIMATION)
     (tmp_path / "u").mkdir()
-    plain_path, _ = _tiny_weights(tmp_path / "u")
+    plain_path, _ = _tiny_weights(tmp_path / "u", use_segments=False)
     specs = eval_specs(sources=("ellipsoids",), waveforms=("jerk",))
     scan = dataclasses.replace(TINY, motion_estimation=TINY_ESTIMATION)
     result = evaluate({"SBP-MAC": str(path)}, scan=scan, specs=specs, cache_dir=str(tmp_path / "c"))
     rows = {r["method"]: r for r in result["rows"]}
     assert list(rows) == ["FDK", "FDK, estimated motion compensated", "SBP-MAC"]
     assert rows["FDK, estimated motion compensated"]["psnr"] > rows["FDK"]["psnr"]
+    # a plain U-Net trained without motion estimation is evaluated on the uncorrected FDK image
+    both = evaluate({"U-Net on FDK": str(plain_path), "SBP-MAC": str(path)}, scan=scan, specs=specs, cache_dir=str(tmp_path / "c"))
+    unet = [r for r in both["rows"] if r["method"] == "U-Net on FDK"][0]
+    plain_model, _ = load_weights(plain_path)
+    split = sbp_data.cached_split(specs, scan, str(tmp_path / "c"), "eval", augment=False)
+    image = correct_volume(plain_model, split.fdk_uncorrected[0].astype(np.float32), None).numpy()
+    mask = fov_mask(scan.volume_shape, min(scan.volume_shape[1:]) / 2 - scan.fov_margin_mm / scan.voxel_size)
+    assert unet["psnr"] == pytest.approx(volume_metrics(image, split.reference[0].astype(np.float32), mask)["psnr"], abs=1e-6)
+    # segment-based weights trained without motion estimation cannot be fed compensated segments
+    (tmp_path / "s").mkdir()
+    seg_plain, _ = _tiny_weights(tmp_path / "s")
     with pytest.raises(ValueError, match="motion_estimation"):
-        evaluate({"old": str(plain_path)}, scan=scan, specs=specs, cache_dir=str(tmp_path / "c"))
+        evaluate({"old": str(seg_plain)}, scan=scan, specs=specs, cache_dir=str(tmp_path / "c"))

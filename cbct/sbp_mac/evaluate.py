@@ -8,7 +8,8 @@ the scan settings the weights were trained with, except the motion amplitudes, w
 and 100 % of the bounds.
 
 When the weights were trained on motion-compensated scans (``data.scan.motion_estimation``), the networks get the
-compensated FDK image and segments, and the table has one more row: that compensated FDK image alone.
+compensated FDK image and segments, and the table has one more row: that compensated FDK image alone. A plain U-Net
+trained without motion estimation gets the uncorrected FDK image (the issue's baseline: a U-Net on the FDK image).
 
 Metrics are computed inside the reconstructed field of view (the cylinder the objects are cut to), against the
 motion-free noise-free FDK reference: PSNR (dB, data range = the reference's range), SSIM (2D per axial slice,
@@ -85,17 +86,23 @@ def evaluate(
             raise ValueError("no scan settings: give scan=... or weights whose meta holds their training config")
         scan = ScanConfig.from_dict(metas[0]["config"]["data"]["scan"])
         scan = dataclasses.replace(scan, min_motion_fraction=EVAL_MIN_MOTION_FRACTION)
+    on_uncorrected: set[str] = set()  # networks trained on the FDK image of the nominal geometry
     for name, (model, meta) in models.items():
         if model.cfg.n_segments != scan.n_segments:
             raise ValueError(f"{name}: weights use K = {model.cfg.n_segments}, the scans K = {scan.n_segments}")
         trained = meta.get("config", {}).get("data", {}).get("scan", {}).get("motion_estimation")
         if trained is not None:
             trained = MotionEstimationConfig.from_dict(trained).to_dict()
-        if "config" in meta and trained != scan.motion_estimation:
-            raise ValueError(
-                f"{name}: weights were trained on scans with motion_estimation={trained}, the held-out scans use "
-                f"{scan.motion_estimation}; evaluate weights trained on the same kind of input together"
-            )
+        if "config" not in meta or trained == scan.motion_estimation:
+            continue
+        if trained is None and not model.cfg.use_segments:
+            on_uncorrected.add(name)
+            continue
+        raise ValueError(
+            f"{name}: weights were trained on scans with motion_estimation={trained}, the held-out scans use "
+            f"{scan.motion_estimation}; evaluate weights trained on the same kind of input together (a plain U-Net "
+            "trained without motion estimation is the one exception: it gets the uncorrected FDK image)"
+        )
     specs = list(specs) if specs is not None else eval_specs()
     t0 = time.perf_counter()
     split = cached_split(specs, scan, cache_dir, "eval", augment=False)
@@ -113,7 +120,8 @@ def evaluate(
             rows.append({**base, "method": MOTION_COMPENSATED_FDK, **volume_metrics(fdk, ref, mask)})
         for name, (model, _) in models.items():
             t = time.perf_counter()
-            out = correct_volume(model, fdk, seg if model.cfg.use_segments else None, batch_size=batch_size, device=device)
+            image = split.fdk_uncorrected[i].astype(np.float32) if name in on_uncorrected else fdk
+            out = correct_volume(model, image, seg if model.cfg.use_segments else None, batch_size=batch_size, device=device)
             timings[name] = timings.get(name, 0.0) + time.perf_counter() - t
             rows.append({**base, "method": name, **volume_metrics(out, ref, mask)})
     return {"rows": rows, "scan": scan.to_dict(), "n_scans": len(specs), "seconds": time.perf_counter() - t0,
@@ -157,7 +165,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``cbct eval sbp-mac``."""
     parser = argparse.ArgumentParser(prog="cbct eval sbp-mac", description="Evaluate SBP-MAC on the held-out set.")
     parser.add_argument("--weights", help="SBP-MAC weights (default: the shipped cbct/models/sbp_mac.pt)")
-    parser.add_argument("--baseline", help="plain U-Net weights (trained with --variant unet)")
+    parser.add_argument("--baseline", action="append", default=[], metavar="[NAME=]PATH",
+                        help="plain U-Net weights (trained with --variant unet); repeatable, e.g. "
+                             "'plain U-Net on FDK=runs/unet_fdk/model.pt'")
     parser.add_argument("--ablation", action="append", default=[], metavar="NAME=PATH", help="more weights to compare, e.g. 'no L_ac=runs/x/model.pt'")
     parser.add_argument("--repeats", type=int, default=1, help="scans per source and waveform")
     parser.add_argument("--cache-dir", default=".cache/sbp_mac")
@@ -169,8 +179,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     torch.set_num_threads(args.threads)
     methods: dict[str, str | None] = {}
-    if args.baseline:
-        methods["plain U-Net"] = args.baseline
+    for item in args.baseline:
+        name, _, path = item.rpartition("=")
+        methods[name or "plain U-Net"] = path
     for item in args.ablation:
         if "=" not in item:
             log.error("--ablation expects NAME=PATH, got %r", item)
