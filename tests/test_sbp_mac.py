@@ -139,7 +139,7 @@ def _tiny_weights(tmp_path, use_segments=True, motion_estimation=None):
     model = SBPMAC(SBPMACConfig(**{**TINY_MODEL, "use_segments": use_segments}))
     with torch.no_grad():  # a non-trivial output layer, so the network changes the image
         model.out.weight.normal_(0, 0.05)
-    scan = {"filter": "hann"} if motion_estimation is None else {"filter": "hann", "motion_estimation": motion_estimation}
+    scan = {**TINY.to_dict(), "motion_estimation": motion_estimation}
     return save_weights(model, tmp_path / "w.pt", meta={"config": {"data": {"scan": scan}}}), model
 
 
@@ -319,11 +319,13 @@ def test_evaluation_of_compensated_weights_adds_the_compensated_fdk_row(tmp_path
     rows = {r["method"]: r for r in result["rows"]}
     assert list(rows) == ["FDK", "FDK, estimated motion compensated", "SBP-MAC"]
     assert rows["FDK, estimated motion compensated"]["psnr"] > rows["FDK"]["psnr"]
-    # a plain U-Net trained without motion estimation is evaluated on the uncorrected FDK image
-    both = evaluate({"U-Net on FDK": str(plain_path), "SBP-MAC": str(path)}, scan=scan, specs=specs, cache_dir=str(tmp_path / "c"))
+    # a plain U-Net trained without motion estimation is evaluated on the uncorrected FDK image; the scan settings
+    # come from the segment-based weights whatever the order
+    both = evaluate({"U-Net on FDK": str(plain_path), "SBP-MAC": str(path)}, specs=specs, cache_dir=str(tmp_path / "c"))
+    assert both["scan"]["motion_estimation"] == scan.motion_estimation
     unet = [r for r in both["rows"] if r["method"] == "U-Net on FDK"][0]
     plain_model, _ = load_weights(plain_path)
-    split = sbp_data.cached_split(specs, scan, str(tmp_path / "c"), "eval", augment=False)
+    split = sbp_data.cached_split(specs, ScanConfig.from_dict(both["scan"]), str(tmp_path / "c"), "eval", augment=False)
     image = correct_volume(plain_model, split.fdk_uncorrected[0].astype(np.float32), None).numpy()
     mask = fov_mask(scan.volume_shape, min(scan.volume_shape[1:]) / 2 - scan.fov_margin_mm / scan.voxel_size)
     assert unet["psnr"] == pytest.approx(volume_metrics(image, split.reference[0].astype(np.float32), mask)["psnr"], abs=1e-6)

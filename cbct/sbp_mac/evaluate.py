@@ -81,7 +81,8 @@ def evaluate(
     """
     models = {name: load_weights(path, device=device) for name, path in methods.items()}
     if scan is None:
-        metas = [m for _, m in models.values() if "config" in m]
+        # the scans of the segment-based weights (a plain U-Net may have been trained on uncorrected scans)
+        metas = [m for model, m in sorted(models.values(), key=lambda mm: not mm[0].cfg.use_segments) if "config" in m]
         if not metas:
             raise ValueError("no scan settings: give scan=... or weights whose meta holds their training config")
         scan = ScanConfig.from_dict(metas[0]["config"]["data"]["scan"])
