@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from cbct.backend import array_module
 from cbct.fdk import fdk
 from cbct.geometry import ConeGeometry, VolumeGrid
 from cbct.operators import project, segment_starts
@@ -118,9 +119,18 @@ def _motion(params: np.ndarray, radius: float, pivot: np.ndarray) -> RigidMotion
     return RigidMotion(rotation_matrices(params[:, :3] / radius), params[:, 3:], pivot)
 
 
-def _residual(volume: np.ndarray, geom: ConeGeometry, measured: np.ndarray, params: np.ndarray, radius: float, pivot: np.ndarray) -> np.ndarray:
+def _residual(volume, geom: ConeGeometry, measured, params: np.ndarray, radius: float, pivot: np.ndarray):
+    """Flat float64 residual of one group's views, on the device of ``volume``."""
     moved = _motion(np.broadcast_to(params, (geom.n_views, 6)), radius, pivot).apply(geom)
     return (project(volume, moved) - measured).ravel().astype(np.float64)
+
+
+def _normal_equations(jac, r) -> tuple[np.ndarray, np.ndarray]:
+    """``(JᵀJ, Jᵀr)`` as host float64 arrays (6 × 6 and 6)."""
+    a, g = jac.T @ jac, jac.T @ r
+    if not isinstance(a, np.ndarray):  # CuPy: only these 42 numbers leave the device
+        a, g = a.get(), g.get()
+    return a, g
 
 
 def _register_groups(
@@ -134,6 +144,7 @@ def _register_groups(
     the directions a short arc barely sees (translation along the beam, rotations that mimic a detector shift).
     """
     n_groups = len(theta)
+    xp = array_module(measured)
     views = [slice(int(a), int(b)) for a, b in zip(starts[:-1], starts[1:])]
     geoms = [geom[v] for v in views]
     diff = np.diff(np.eye(n_groups), axis=0)
@@ -164,13 +175,12 @@ def _register_groups(
         a = np.zeros((6 * n_groups, 6 * n_groups))
         g = np.zeros(6 * n_groups)
         for k in range(n_groups):
-            jac = np.empty((rs[k].size, 6))
+            jac = xp.empty((rs[k].size, 6))
             for j in range(6):
                 probe = theta[k].copy()
                 probe[j] += cfg.step_mm
                 jac[:, j] = (_residual(volume, geoms[k], measured[views[k]], probe, radius, pivot) - rs[k]) / cfg.step_mm
-            a[6 * k:6 * k + 6, 6 * k:6 * k + 6] = jac.T @ jac
-            g[6 * k:6 * k + 6] = jac.T @ rs[k]
+            a[6 * k:6 * k + 6, 6 * k:6 * k + 6], g[6 * k:6 * k + 6] = _normal_equations(jac, rs[k])
         if scale is None:  # fixed for the call, so that the cost does not change between iterations
             scale = float(np.mean(np.diag(a)))
         cost = total(rs, theta)
@@ -200,7 +210,9 @@ def estimate_rigid_motion(
     """Per-view rigid motion of the object during the scan, relative to its mean pose.
 
     Args:
-        projections: (n_views, nv, nu) float32 line integrals (NumPy), views in acquisition order.
+        projections: (n_views, nv, nu) float32 line integrals, views in acquisition order. NumPy runs on the CPU;
+            CuPy keeps the projections, the volume and the Jacobians on the GPU (only the 6 × 6 normal equations
+            of each group come to the host).
         geom: the nominal (motion-free) geometry of the scan.
         config: estimation settings (default :class:`MotionEstimationConfig`).
 
@@ -208,13 +220,15 @@ def estimate_rigid_motion(
         A :class:`RigidMotion` about the volume centre; ``motion.apply(geom)`` is the motion-compensated geometry.
     """
     cfg = config or MotionEstimationConfig()
-    projections = np.asarray(projections)
+    if type(projections).__module__.split(".")[0] != "cupy":
+        projections = np.asarray(projections)
     if projections.ndim != 3 or projections.shape != geom.projection_shape:
         raise ValueError(f"projections must have shape {geom.projection_shape} (the geometry's), got {projections.shape}")
     if max(cfg.groups) > geom.n_views:
         raise ValueError(f"groups={cfg.groups} asks for more groups than the {geom.n_views} views")
     t0 = time.perf_counter()
     small, small_geom = bin_scan(projections.astype(np.float32, copy=False), geom, cfg.binning)
+    small = array_module(small).ascontiguousarray(small)
     pivot = np.asarray(geom.volume.offset[::-1], np.float64)  # volume centre, world (x, y, z)
     radius = float(min(geom.volume.size[1:]) / 2)
     per_view = np.zeros((geom.n_views, 6))

@@ -149,7 +149,7 @@ def motion_compensation_stage(state: PipelineState, **settings: Any) -> Pipeline
 
     The next ``fdk`` stage then reconstructs with the compensated geometry. ``settings`` are those of
     :class:`cbct.motion_estimation.MotionEstimationConfig`; the estimate (a ``RigidMotion`` relative to the mean
-    pose) goes to ``extras["motion"]``. Views must be in acquisition order. Runs on the CPU.
+    pose) goes to ``extras["motion"]``. Views must be in acquisition order. Runs on ``extras["device"]``.
     """
     from cbct.motion_estimation import MotionEstimationConfig, estimate_rigid_motion
 
@@ -157,7 +157,9 @@ def motion_compensation_stage(state: PipelineState, **settings: Any) -> Pipeline
         if state.raw:
             raise ValueError("motion_compensation needs line integrals but the scan holds raw counts: add a 'preprocess' stage first")
         raise ValueError("motion_compensation: the state holds no projections")
-    motion = estimate_rigid_motion(to_host(state.projections), state.geometry, MotionEstimationConfig.from_dict(settings))
+    device = state.extras.get("device", "cpu")
+    projections = to_device(state.projections, device)
+    motion = estimate_rigid_motion(projections, state.geometry, MotionEstimationConfig.from_dict(settings))
     return state.replace(geometry=motion.apply(state.geometry), extras={**state.extras, "motion": motion})
 
 

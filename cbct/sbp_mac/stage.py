@@ -46,9 +46,8 @@ def sbp_mac_stage(
             ``extras["fdk"]``.
         estimate_motion: estimate the rigid motion from the projections (:mod:`cbct.motion_estimation`) and
             reconstruct FDK image and segments with the compensated geometry; ``None``: when the weights were
-            trained that way (their ``data.scan.motion_estimation``), with the same settings. The estimate runs on
-            the CPU (projections on the GPU are copied to the host for it) and lands in
-            ``extras["sbp_mac"]["motion"]``.
+            trained that way (their ``data.scan.motion_estimation``), with the same settings. The estimate lands in
+            ``extras["sbp_mac"]["motion"]``. It runs where the projections live (CuPy: on the GPU).
         **kw: FDK options ``filter``, ``cutoff``, ``short_scan``, ``offset_detector`` (``filter`` defaults to the
             one the weights were trained with).
 
@@ -89,8 +88,7 @@ def sbp_mac_stage(
     if estimate_motion:
         from cbct.motion_estimation import MotionEstimationConfig, estimate_rigid_motion
 
-        host = projections.get() if lib == "cupy" else projections
-        motion = estimate_rigid_motion(host, geom, MotionEstimationConfig.from_dict(estimation or {}))
+        motion = estimate_rigid_motion(projections, geom, MotionEstimationConfig.from_dict(estimation or {}))
         geom = motion.apply(geom)
     t_motion = time.perf_counter() - t0
     filtered, fgeom = fdk_filter(projections, geom, **filter_kw)
