@@ -2,10 +2,29 @@
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Mapping
+from typing import Any
+
 from cbct.backend import array_module
 from cbct.geometry import ConeGeometry
 
 FLOAT_DTYPES = ("float32", "float64")
+
+
+def check_fields(cls: type, d: object, what: str) -> dict[str, Any]:
+    """``d`` as a new dict, after checking that it is a mapping whose keys are all fields of the dataclass ``cls``.
+
+    ``what`` names the keys in the error, e.g. ``"motion estimation keys"``: "unknown motion estimation keys [...];
+    expected some of [...]".
+    """
+    if not isinstance(d, Mapping):
+        raise TypeError(f"expected a mapping of {what}, got {type(d).__name__}")
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = set(d) - names
+    if unknown:
+        raise ValueError(f"unknown {what} {sorted(unknown)}; expected some of {sorted(names)}")
+    return dict(d)
 
 
 def check_geometry(geom: object, name: str = "geom") -> ConeGeometry:

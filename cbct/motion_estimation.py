@@ -16,12 +16,12 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import math
 import time
 from typing import Any
 
 import numpy as np
 
+from cbct._checks import check_fields
 from cbct.backend import array_module
 from cbct.fdk import fdk
 from cbct.geometry import ConeGeometry, VolumeGrid
@@ -79,11 +79,7 @@ class MotionEstimationConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> MotionEstimationConfig:
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(d) - names
-        if unknown:
-            raise ValueError(f"unknown motion estimation keys {sorted(unknown)}; expected some of {sorted(names)}")
-        return cls(**d)
+        return cls(**check_fields(cls, d, "motion estimation keys"))
 
 
 def bin_scan(projections: np.ndarray, geom: ConeGeometry, factor: int) -> tuple[np.ndarray, ConeGeometry]:

@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from cbct._checks import check_fields
 from cbct.geometry import ConeGeometry, VolumeGrid
 from cbct.operators import project
 from cbct.phantoms.ellipsoids import Ellipsoid, voxelize
@@ -80,11 +81,7 @@ class ScanConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ScanConfig:
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(d) - names
-        if unknown:
-            raise ValueError(f"unknown scan settings {sorted(unknown)}; expected some of {sorted(names)}")
-        return cls(**d)
+        return cls(**check_fields(cls, d, "scan settings"))
 
     def geometry(self) -> ConeGeometry:
         return ConeGeometry.circular(

@@ -41,6 +41,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from cbct._checks import check_fields
 from cbct.bbc.angles import CompletionPlan
 
 log = logging.getLogger(__name__)
@@ -99,11 +100,7 @@ class FlowCompletionConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> FlowCompletionConfig:
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(d) - names
-        if unknown:
-            raise ValueError(f"unknown completion model settings {sorted(unknown)}; expected some of {sorted(names)}")
-        d = dict(d)
+        d = check_fields(cls, d, "completion model settings")
         if "channels" in d:
             d["channels"] = tuple(d["channels"])
         return cls(**d)

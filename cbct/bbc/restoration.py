@@ -18,6 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from cbct._checks import check_fields
+
 log = logging.getLogger(__name__)
 
 __all__ = ["RestorationConfig", "RestorationNet", "restore_volume", "slice_stack"]
@@ -47,11 +49,7 @@ class RestorationConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> RestorationConfig:
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(d) - names
-        if unknown:
-            raise ValueError(f"unknown restoration model settings {sorted(unknown)}; expected some of {sorted(names)}")
-        return cls(**d)
+        return cls(**check_fields(cls, d, "restoration model settings"))
 
 
 def _block(cin: int, cout: int) -> nn.Sequential:

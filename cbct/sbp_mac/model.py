@@ -38,6 +38,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from cbct._checks import check_fields
+
 __all__ = ["SBPMAC", "SFT", "ResBlock", "SBPMACConfig", "SBPMACOutput", "warp"]
 
 
@@ -101,10 +103,7 @@ class SBPMACConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> SBPMACConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(d) - known
-        if unknown:
-            raise ValueError(f"unknown model config keys {sorted(unknown)}; expected some of {sorted(known)}")
+        d = check_fields(cls, d, "model config keys")
         return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
 
 
