@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import math
 import pathlib
 import time
 
@@ -24,8 +23,6 @@ from cbct.motion_estimation import MotionEstimationConfig, estimate_rigid_motion
 from cbct.operators import project
 from cbct.sbp_mac import data
 from cbct.sbp_mac.inference import fov_mask, volume_metrics
-from cbct.simulation.motion import evaluate_motion, sample_motion_parameters
-from cbct.simulation.noise import add_noise
 
 log = logging.getLogger("motion_estimation")
 
@@ -34,23 +31,12 @@ SCANS = [("dental", 1000, "jerk"), ("ellipsoids", 1001, "drift"), ("tigre_head",
 
 
 def run(scan: data.ScanConfig, settings: MotionEstimationConfig, mixed_kinds: tuple[str, ...]) -> list[dict]:
-    geom = data.scan_geometry(scan)
     mask = fov_mask(scan.volume_shape, min(scan.volume_shape[1:]) / 2 - scan.fov_margin_mm / scan.voxel_size)
-    radius = min(scan.grid.size[1:]) / 2 - scan.fov_margin_mm
     rows = []
     for source, seed, waveform in SCANS:
-        spec = data.SampleSpec(source, seed, waveform, mixed_kinds)
-        obj_rng, motion_rng, noise_rng = data._streams(spec)
-        volume = data.source_volume(source, scan.grid, obj_rng, radius_mm=radius)
-        params = sample_motion_parameters(
-            waveform=waveform, max_rotation_deg=scan.max_rotation_deg, max_translation_mm=scan.max_translation_mm,
-            min_fraction=scan.min_motion_fraction, pivot=scan.pivot, reference="mean", mixed_kinds=mixed_kinds,
-            rng=motion_rng,
-        )
-        motion = evaluate_motion(params, geom.n_views)
-        i0 = float(math.exp(noise_rng.uniform(math.log(scan.i0[0]), math.log(scan.i0[1]))))
-        measured = add_noise(project(volume, motion.apply(geom)), i0=i0, rng=noise_rng)
-        reference = fdk(project(volume, geom), geom, filter=scan.filter)
+        sim = data.simulate_scan(data.SampleSpec(source, seed, waveform, mixed_kinds), scan)
+        geom, measured = sim.geometry, sim.projections
+        reference = fdk(project(sim.volume, geom), geom, filter=scan.filter)
         t0 = time.perf_counter()
         estimated = estimate_rigid_motion(measured, geom, settings)
         seconds = time.perf_counter() - t0
@@ -59,7 +45,7 @@ def run(scan: data.ScanConfig, settings: MotionEstimationConfig, mixed_kinds: tu
             return volume_metrics(fdk(measured, g, filter=scan.filter), reference, mask)["psnr"]
 
         row = {"source": source, "seed": seed, "waveform": waveform, "fdk": score(geom),
-               "estimated": score(estimated.apply(geom)), "oracle": score(motion.apply(geom)), "seconds": seconds}
+               "estimated": score(estimated.apply(geom)), "oracle": score(sim.motion.apply(geom)), "seconds": seconds}
         log.info("%s %s: FDK %.2f dB, estimated motion %.2f dB, true motion %.2f dB (%.1f s)", source, waveform,
                  row["fdk"], row["estimated"], row["oracle"], seconds)
         rows.append(row)

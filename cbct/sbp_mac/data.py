@@ -39,6 +39,7 @@ from typing import Any
 import numpy as np
 from scipy import ndimage
 
+from cbct._checks import check_fields
 from cbct.fdk import fdk, fdk_filter
 from cbct.geometry import ConeGeometry, VolumeGrid
 from cbct.motion_estimation import MotionEstimationConfig, estimate_rigid_motion
@@ -49,6 +50,8 @@ from cbct.phantoms.ellipsoids import Ellipsoid, voxelize
 from cbct.simulation.motion import (
     COMPONENT_KINDS,
     WAVEFORMS,
+    MotionParameters,
+    RigidMotion,
     evaluate_motion,
     sample_motion_parameters,
 )
@@ -61,6 +64,7 @@ __all__ = [
     "Sample",
     "SampleSpec",
     "ScanConfig",
+    "SimulatedScan",
     "SplitArrays",
     "SplitConfig",
     "build_split",
@@ -68,10 +72,12 @@ __all__ = [
     "displacement_field",
     "iter_samples",
     "load_split",
+    "object_radius",
     "random_dental_head",
     "scan_geometry",
     "segment_motion",
     "simulate_sample",
+    "simulate_scan",
     "source_volume",
     "split_key",
     "split_specs",
@@ -147,7 +153,7 @@ class ScanConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ScanConfig:
-        return cls(**_known(cls, d, "scan"))
+        return cls(**check_fields(cls, d, "scan config keys"))
 
     def to_dict(self) -> dict[str, Any]:
         return json.loads(json.dumps(dataclasses.asdict(self)))
@@ -191,17 +197,7 @@ class SplitConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], name: str = "split") -> SplitConfig:
-        return cls(**_known(cls, d, name))
-
-
-def _known(cls, d: dict[str, Any], what: str) -> dict[str, Any]:
-    if not isinstance(d, dict):
-        raise TypeError(f"{what} config must be a mapping, got {type(d).__name__}")
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = set(d) - names
-    if unknown:
-        raise ValueError(f"unknown {what} config keys {sorted(unknown)}; expected some of {sorted(names)}")
-    return dict(d)
+        return cls(**check_fields(cls, d, f"{name} config keys"))
 
 
 def split_specs(split: SplitConfig) -> list[SampleSpec]:
@@ -394,21 +390,56 @@ def _streams(spec: SampleSpec) -> list[np.random.Generator]:
     return [np.random.default_rng(s) for s in seq.spawn(3)]
 
 
-def simulate_sample(spec: SampleSpec, cfg: ScanConfig, *, augment: bool = True) -> Sample:
-    """Simulate and reconstruct one sample (a pure function of ``spec`` and ``cfg``)."""
-    t0 = time.perf_counter()
-    geom = scan_geometry(cfg)
-    obj_rng, motion_rng, noise_rng = _streams(spec)
-    radius = min(cfg.grid.size[1:]) / 2 - cfg.fov_margin_mm
-    vol = source_volume(spec.source, cfg.grid, obj_rng, radius_mm=radius, augment=augment)
-    params = sample_motion_parameters(
+@dataclasses.dataclass(frozen=True)
+class SimulatedScan:
+    """The acquisition of one sample, before reconstruction.
+
+    Attributes:
+        volume: (z, y, x) float32 object, mm⁻¹.
+        geometry: the nominal (motion-free) scan geometry.
+        params: the drawn motion parameters; motion: their per-view :class:`~cbct.simulation.motion.RigidMotion`.
+        i0: photons per unattenuated pixel.
+        projections: (n_views, nv, nu) float32 noisy line integrals of the moving object.
+    """
+
+    volume: np.ndarray
+    geometry: ConeGeometry
+    params: MotionParameters
+    motion: RigidMotion
+    i0: float
+    projections: np.ndarray
+
+
+def _motion_parameters(spec: SampleSpec, cfg: ScanConfig, rng: np.random.Generator) -> MotionParameters:
+    return sample_motion_parameters(
         waveform=spec.waveform, max_rotation_deg=cfg.max_rotation_deg, max_translation_mm=cfg.max_translation_mm,
         min_fraction=cfg.min_motion_fraction, pivot=cfg.pivot, reference="mean", mixed_kinds=spec.mixed_kinds,
-        rng=motion_rng,
+        rng=rng,
     )
+
+
+def object_radius(cfg: ScanConfig) -> float:
+    """Radius in mm of the cylinder the objects are cut to."""
+    return min(cfg.grid.size[1:]) / 2 - cfg.fov_margin_mm
+
+
+def simulate_scan(spec: SampleSpec, cfg: ScanConfig, *, augment: bool = True) -> SimulatedScan:
+    """Object, motion and noisy projections of one sample (a pure function of ``spec`` and ``cfg``)."""
+    geom = scan_geometry(cfg)
+    obj_rng, motion_rng, noise_rng = _streams(spec)
+    vol = source_volume(spec.source, cfg.grid, obj_rng, radius_mm=object_radius(cfg), augment=augment)
+    params = _motion_parameters(spec, cfg, motion_rng)
     motion = evaluate_motion(params, geom.n_views)
     i0 = float(math.exp(noise_rng.uniform(math.log(cfg.i0[0]), math.log(cfg.i0[1]))))
     moving = add_noise(project(vol, motion.apply(geom)), i0=i0, rng=noise_rng)
+    return SimulatedScan(vol, geom, params, motion, i0, moving)
+
+
+def simulate_sample(spec: SampleSpec, cfg: ScanConfig, *, augment: bool = True) -> Sample:
+    """Simulate and reconstruct one sample (a pure function of ``spec`` and ``cfg``)."""
+    t0 = time.perf_counter()
+    scan = simulate_scan(spec, cfg, augment=augment)
+    geom, vol, motion, moving, radius = scan.geometry, scan.volume, scan.motion, scan.projections, object_radius(cfg)
     filtered, fgeom = fdk_filter(moving, geom, filter=cfg.filter)
     segments = segmented_backproject(filtered, fgeom, cfg.n_segments)
     uncorrected = segments.sum(axis=0)
@@ -424,10 +455,10 @@ def simulate_sample(spec: SampleSpec, cfg: ScanConfig, *, augment: bool = True) 
     corners *= np.array([radius, radius, cfg.grid.size[0] / 2])
     meta = {
         **dataclasses.asdict(spec),
-        "i0": i0,
+        "i0": scan.i0,
         "max_rotation_deg": float(motion.rotation_angles_deg().max()),
         "max_displacement_mm": float(motion.displacement_mm(corners).max()),
-        "components": [c.kind for c in params.components],
+        "components": [c.kind for c in scan.params.components],
         **extra,
         "seconds": time.perf_counter() - t0,
     }
@@ -441,12 +472,7 @@ def segment_motion(spec: SampleSpec, cfg: ScanConfig) -> tuple[np.ndarray, np.nd
     from cbct.simulation.motion import rotation_vectors
 
     _, motion_rng, _ = _streams(spec)
-    params = sample_motion_parameters(
-        waveform=spec.waveform, max_rotation_deg=cfg.max_rotation_deg, max_translation_mm=cfg.max_translation_mm,
-        min_fraction=cfg.min_motion_fraction, pivot=cfg.pivot, reference="mean", mixed_kinds=spec.mixed_kinds,
-        rng=motion_rng,
-    )
-    motion = evaluate_motion(params, cfg.n_views)
+    motion = evaluate_motion(_motion_parameters(spec, cfg, motion_rng), cfg.n_views)
     starts = segment_starts(cfg.n_views, cfg.n_segments)
     rotvecs = rotation_vectors(motion.rotations)
     w = np.stack([rotvecs[a:b].mean(axis=0) for a, b in itertools.pairwise(starts)])
