@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from cbct.fdk.filters import FILTERS
 from cbct.geometry import VolumeGrid
 from cbct.pipeline.state import PipelineState
 
@@ -132,7 +133,7 @@ def fdk_stage(
 fdk_stage.params_schema = {
     "type": "object", "additionalProperties": False,
     "properties": {
-        "filter": {"type": "string", "enum": ["ram-lak", "shepp-logan", "cosine", "hamming", "hann"]},
+        "filter": {"type": "string", "enum": list(FILTERS)},
         "cutoff": {"type": "number", "exclusiveMinimum": 0, "maximum": 1},
         "short_scan": {"type": ["boolean", "null"]},
         "offset_detector": {"type": ["boolean", "null"]},
@@ -169,7 +170,7 @@ motion_compensation_stage.params_schema = {
         "groups": {"type": "array", "items": {"type": "integer", "minimum": 1}, "minItems": 1},
         "iterations": {"type": "integer", "minimum": 1},
         "binning": {"type": "integer", "minimum": 1},
-        "filter": {"type": "string", "enum": ["ram-lak", "shepp-logan", "cosine", "hamming", "hann"]},
+        "filter": {"type": "string", "enum": list(FILTERS)},
         "step_mm": {"type": "number", "exclusiveMinimum": 0},
         "damping": {"type": "number", "exclusiveMinimum": 0},
         "max_step_mm": {"type": "number", "exclusiveMinimum": 0},
