@@ -9,7 +9,9 @@ import pytest
 
 import cbct
 
-DATA_DIR = pathlib.Path(__file__).resolve().parents[1].parent / "shared" / "data"
+REPO_DIR = pathlib.Path(__file__).resolve().parents[1]
+DATA_DIRS = (REPO_DIR / "tests" / "data", REPO_DIR.parent / "shared" / "data")
+"""Where tests look for real data files, in order: the repository's own copies, then ``../shared/data`` (CI)."""
 
 
 def gpu_available() -> bool:
@@ -35,10 +37,16 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 @pytest.fixture(scope="session")
-def data_dir() -> pathlib.Path:
-    if not DATA_DIR.is_dir():
-        raise FileNotFoundError(f"the shared data folder is missing: {DATA_DIR}")
-    return DATA_DIR
+def data_file():
+    """``data_file(name)``: the path of a real data file from :data:`DATA_DIRS`; skips the test when none holds it."""
+
+    def find(name: str) -> pathlib.Path:
+        for folder in DATA_DIRS:
+            if (folder / name).is_file():
+                return folder / name
+        pytest.skip(f"real data file {name} is absent: not in {DATA_DIRS[0]} nor in {DATA_DIRS[1]} (CI has the latter)")
+
+    return find
 
 
 @pytest.fixture

@@ -109,8 +109,8 @@ def test_complete_parallel_half_scan_refuses_cone_beam(tiny_geometry):
 
 
 # -------------------------------------------------------------------------------------------------- real data
-def test_tooth_dxchange_reconstructs_from_raw_counts(data_dir):
-    scan = read_scan(data_dir / "tooth.h5")
+def test_tooth_dxchange_reconstructs_from_raw_counts(data_file):
+    scan = read_scan(data_file("tooth.h5"))
     assert scan.is_raw and scan.counts.shape == (181, 2, 640)
     assert scan.metadata["beam"] == "parallel"
     assert 290 < scan.metadata["rotation_center_column"] < 302  # tomopy's tutorials use about 296
@@ -126,8 +126,8 @@ def test_tooth_dxchange_reconstructs_from_raw_counts(data_dir):
     assert r[tooth].max() < 7.0  # and it is centred: a wrong rotation centre smears it into arcs
 
 
-def test_metaimage_head(data_dir):
-    vol = read_volume(data_dir / "head.mha")
+def test_metaimage_head(data_file):
+    vol = read_volume(data_file("head.mha"))
     assert vol.data.shape == (93, 64, 64)
     np.testing.assert_allclose(vol.voxel_size, (1.5, 3.2, 3.2), rtol=1e-6)
     assert 3000 < vol.data.max() <= 3926 and vol.metadata["units"] == "stored"

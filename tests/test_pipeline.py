@@ -110,9 +110,9 @@ def test_grid_override_and_export(scan, tmp_path):
         run_pipeline(pipe, scan)
 
 
-def test_tooth_through_the_pipeline(data_dir):
+def test_tooth_through_the_pipeline(data_file):
     """Real raw counts: preprocess, the parallel half scan completed automatically, FDK."""
-    tooth = read_scan(data_dir / "tooth.h5")
+    tooth = read_scan(data_file("tooth.h5"))
     pipe = Pipeline("tooth", [Stage("preprocess"),
                               Stage("fdk", {"filter": "hann", "volume_shape": [2, 128, 128], "voxel_size": [0.025, 0.125, 0.125]})])
     vol = run_pipeline(pipe, tooth).volume[1]

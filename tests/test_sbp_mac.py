@@ -11,6 +11,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 import cbct
+from cbct.phantoms import real
 from cbct.pipeline.state import PipelineState
 from cbct.sbp_mac import data as sbp_data
 from cbct.sbp_mac.data import SampleSpec, ScanConfig, scan_geometry, simulate_sample
@@ -71,7 +72,8 @@ def test_samples_are_reproducible_and_seeds_differ():
     assert a.meta["i0"] == b.meta["i0"] and not np.array_equal(a.fdk, c.fdk)
 
 
-def test_real_anatomy_source_fits_the_field_of_view(data_dir):
+def test_real_anatomy_source_fits_the_field_of_view(data_file, monkeypatch):
+    monkeypatch.setenv(real.ENV_VAR, str(data_file("head.mha").parent))  # the loader's default folder
     grid = TINY.grid
     vol = sbp_data.source_volume("head_mha", grid, np.random.default_rng(0), radius_mm=26.0, augment=False)
     assert vol.shape == grid.shape and vol.dtype == np.float32
