@@ -10,7 +10,7 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
     packages=find_packages(include=["cbct", "cbct.*"]),
-    package_data={"cbct": ["csrc/*.cu", "models/*.pt", "models/*.md", "builtin_pipelines/*.yaml", "builtin_manifests/*.yaml"]},
+    package_data={"cbct": ["csrc/*.cu", "cuda/emulator/*.h", "cuda/emulator/*.txt", "models/*.pt", "models/*.md", "builtin_pipelines/*.yaml", "builtin_manifests/*.yaml"]},
     include_package_data=True,
     install_requires=[
         "numpy>=1.24",

@@ -72,3 +72,26 @@ def small_geometry() -> cbct.ConeGeometry:
 @pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(1234)
+
+
+@pytest.fixture
+def emulated_cp():
+    """The CuPy stand-in whose kernels are the real ``csrc`` source compiled for the CPU (cbct.cuda.emulator);
+    skips only where there is no C++ compiler."""
+    from cbct.cuda.emulator import compiler_available, emulated_cupy
+
+    if not compiler_available():
+        pytest.skip("no C++ compiler (g++ or $CXX) for the CPU harness of the CUDA kernels")
+    with emulated_cupy() as cp:
+        yield cp
+
+
+@pytest.fixture(params=["emulated", pytest.param("gpu", marks=pytest.mark.gpu)])
+def device_cp(request):
+    """CuPy on a CUDA device: the emulated one (every run) and the real GPU (where there is one)."""
+    if request.param == "gpu":
+        import cupy
+
+        yield cupy
+    else:
+        yield request.getfixturevalue("emulated_cp")

@@ -1,7 +1,7 @@
-"""The host side of the CUDA backend (cbct.cuda.kernels, textures, memory) run against tests/fake_cupy.py: CuPy's
-data model on NumPy with the kernels emulated from what the host uploads and passes. Catches wrong constant
-layouts, chunk and slab bookkeeping, segment ids, accumulate flags and texture set-up without a GPU; the real
-CuPy API and kernels are covered by the gpu-marked tests."""
+"""The host side of the CUDA backend (cbct.cuda.kernels, textures, memory) on the emulated device
+(cbct.cuda.emulator): CuPy's data model on NumPy with the real csrc kernels compiled for the CPU, reading exactly
+what the host uploads and passes. Catches wrong constant layouts, chunk and slab bookkeeping, segment ids,
+accumulate flags and texture set-up without a GPU."""
 
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 
 import cbct
-import fake_cupy
 from cbct.cpu import kernels as cpu
 from cbct.phantoms import shepp_logan_projections, shepp_logan_volume
 
@@ -20,9 +19,8 @@ pytestmark = pytest.mark.usefixtures("one_numba_thread")
 
 
 @pytest.fixture
-def cp(monkeypatch):
-    with fake_cupy.installed(monkeypatch) as module:
-        yield module
+def cp(emulated_cp):
+    return emulated_cp
 
 
 @pytest.fixture(scope="module")
@@ -43,8 +41,13 @@ def rel(a, b) -> float:
     return float(np.linalg.norm(np.asarray(a, np.float64) - b) / np.linalg.norm(b))
 
 
-def launches(name: str) -> list:
-    return [launch for launch in fake_cupy.RawModule.launches if launch[0].startswith(name)]
+def launches(cp, name: str) -> list[tuple[str, tuple[int, ...], int]]:
+    """(kernel, grid, views of the launch) of the stand-in's launches whose kernel starts with ``name``."""
+    found = []
+    for kernel, grid, _block, args in cp._emulator.launches:
+        if kernel.startswith(name):
+            found.append((kernel, grid, int(args[-1]) if kernel.startswith("fdk_backproject") else int(grid[2])))
+    return found
 
 
 def test_operators_dispatch_to_the_cuda_backend(cp, scan):
@@ -52,7 +55,7 @@ def test_operators_dispatch_to_the_cuda_backend(cp, scan):
     out = cbct.backproject(proj, scan["filtered_geom"])
     assert isinstance(out, cp.ndarray) and out.dtype == np.float32
     assert rel(out, scan["bp"]) < AGREEMENT
-    assert [l[:2] for l in launches("fdk_backproject")] == [("fdk_backproject<8, false>", (1, 3, 3))]
+    assert [l[:2] for l in launches(cp, "fdk_backproject")] == [("fdk_backproject<8, false>", (1, 3, 3))]
 
 
 def test_fdk_chunks_and_segments(cp, scan, monkeypatch):
@@ -62,7 +65,7 @@ def test_fdk_chunks_and_segments(cp, scan, monkeypatch):
     proj = cp.asarray(scan["filtered"], dtype=cp.float32)
     starts = np.array([0, 5, 5, 17, 30])
     out = kernels.backproject_fdk(proj, scan["filtered_geom"], starts, voxels_per_thread=4)
-    assert sorted(l[2] for l in launches("fdk_backproject<4, false>")) == [7, 7, 8, 8]
+    assert sorted(l[2] for l in launches(cp, "fdk_backproject<4, false>")) == [7, 7, 8, 8]
     parts = out.get()
     assert np.all(parts[1] == 0)
     for k, (a, b) in enumerate(zip(starts[:-1], starts[1:])):
@@ -79,7 +82,7 @@ def test_fdk_texture_memory_budget_cuts_views(cp, scan):
     per_view = fgeom.detector_shape[0] * fgeom.detector_shape[1] * 8
     out = kernels.backproject_fdk(cp.asarray(scan["filtered"]), fgeom, memory_limit=per_view * 6)
     assert out.dtype == np.float64  # float64 in, float64 out (computed in float32)
-    assert all(l[2] <= 6 for l in launches("fdk_backproject")) and len(launches("fdk_backproject")) == 5
+    assert all(l[2] <= 6 for l in launches(cp, "fdk_backproject")) and len(launches(cp, "fdk_backproject")) == 5
     assert rel(out[0], scan["bp"]) < AGREEMENT
 
 
@@ -92,11 +95,11 @@ def test_projector_slabs_accumulate(cp, scan, monkeypatch):
     expected = cpu.project(scan["volume"], geom)
     whole = kernels.project(vol, geom)
     assert rel(whole, expected) < AGREEMENT
-    assert len(launches("joseph_project")) == 3  # 30 views in chunks of at most 12
-    fake_cupy.RawModule.launches.clear()
+    assert len(launches(cp, "joseph_project")) == 3  # 30 views in chunks of at most 12
+    cp._emulator.launches.clear()
     plane = geom.volume.shape[1] * geom.volume.shape[2] * 8
     slabbed = kernels.project(vol, geom, memory_limit=plane * 7)
-    assert len(launches("joseph_project")) == 3 * 3  # 18 planes in slabs of at most 7, each in 3 view chunks
+    assert len(launches(cp, "joseph_project")) == 3 * 3  # 18 planes in slabs of at most 7, each in 3 view chunks
     assert rel(slabbed, expected) < AGREEMENT
 
 
@@ -107,7 +110,7 @@ def test_matched_backprojection_view_subsets(cp, scan, monkeypatch):
     geom, proj = scan["geom"], scan["projections"]
     views = np.array([2, 3, 11, 12, 13, 29])
     out = kernels.backproject_matched(cp.asarray(proj, dtype=cp.float32), geom, views)
-    assert [l[2] for l in launches("joseph_backproject")] == [3, 3]
+    assert [l[2] for l in launches(cp, "joseph_backproject")] == [3, 3]
     assert rel(out, cpu.backproject_matched(proj, geom, views)) < AGREEMENT
     with pytest.raises(ValueError, match="views must be indices"):
         kernels.backproject_matched(cp.asarray(proj, dtype=cp.float32), geom, np.array([0, 30]))
@@ -122,7 +125,7 @@ def test_precision_options_reach_the_texture(cp, scan):
     half = rel(kernels.backproject_fdk(proj, fgeom, texture_dtype="float16")[0], scan["bp"])
     filtered_by_texture = rel(kernels.backproject_fdk(proj, fgeom, interpolation="texture")[0], scan["bp"])
     assert exact < 1e-5 < half < 5e-4 and AGREEMENT < filtered_by_texture < 5e-3
-    assert launches("fdk_backproject<8, true>")
+    assert launches(cp, "fdk_backproject<8, true>")
 
 
 def test_fdk_end_to_end_on_the_device(cp, scan):
@@ -139,7 +142,7 @@ def test_fdk_host_streams_slabs_and_row_bands(cp, scan):
     result = fdk_host(scan["projections"], scan["geom"], memory_limit=150_000, views_per_chunk=8, out=out)
     assert result is out and np.isfinite(out).all()
     assert rel(out, expected) < AGREEMENT
-    fdk_launches = launches("fdk_backproject")
+    fdk_launches = launches(cp, "fdk_backproject")
     assert len(fdk_launches) > len(range(0, 30, 8))  # several slabs, each over every view chunk
     with pytest.raises(TypeError, match="projections must be a NumPy array"):
         fdk_host(cp.asarray(scan["projections"]), scan["geom"])

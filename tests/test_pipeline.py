@@ -196,28 +196,26 @@ def test_profile_and_trace(scan, tmp_path):
     assert {"preprocess", "fdk"} <= {e.get("name") for e in events}
 
 
-def test_cuda_device_path_with_the_fake_cupy(scan, geometry, monkeypatch):
+def test_cuda_device_path_on_the_emulated_device(scan, geometry, monkeypatch, emulated_cp):
     """The GPU branch of the engine and the profiler (device check, transfers, CUDA events, NVTX ranges, GPU memory)
-    run against tests/fake_cupy.py, a NumPy stand-in for CuPy with the CUDA kernels emulated on the CPU."""
+    on the emulated device (cbct.cuda.emulator: a CuPy stand-in running the real csrc kernels on the CPU)."""
     import sys
     import types
 
-    fake_cupy = pytest.importorskip("fake_cupy")
+    cupy = emulated_cp
     ranges: list[str] = []
-    with fake_cupy.installed(monkeypatch) as cupy:
-        nvtx = types.ModuleType("cupy.cuda.nvtx")
-        nvtx.RangePush = ranges.append
-        nvtx.RangePop = lambda: ranges.append("pop")
-        monkeypatch.setitem(sys.modules, "cupy.cuda.nvtx", nvtx)
-        monkeypatch.setattr(cupy.cuda, "nvtx", nvtx, raising=False)
-        monkeypatch.setattr(cupy.cuda, "get_elapsed_time", lambda start, end: 1.5, raising=False)
-        monkeypatch.setattr(cupy.cuda.Device, "synchronize", lambda self: None, raising=False)
-        result = run_pipeline(Pipeline("p", [Stage("preprocess"), Stage("fdk")]), scan, device="cuda", profile=True)
-        with pytest.raises(RuntimeError, match="only 1 GPU"):
-            run_pipeline(Pipeline("p", [Stage("fdk")]), scan, device="cuda:1")
+    nvtx = types.ModuleType("cupy.cuda.nvtx")
+    nvtx.RangePush = ranges.append
+    nvtx.RangePop = lambda: ranges.append("pop")
+    monkeypatch.setitem(sys.modules, "cupy.cuda.nvtx", nvtx)
+    monkeypatch.setattr(cupy.cuda, "nvtx", nvtx, raising=False)
+    monkeypatch.setattr(cupy.cuda, "get_elapsed_time", lambda start, end: 1.5, raising=False)
+    result = run_pipeline(Pipeline("p", [Stage("preprocess"), Stage("fdk")]), scan, device="cuda", profile=True)
+    with pytest.raises(RuntimeError, match="only 1 GPU"):
+        run_pipeline(Pipeline("p", [Stage("fdk")]), scan, device="cuda:1")
     assert isinstance(result.volume, np.ndarray)  # brought back to the host
     np.testing.assert_allclose(result.volume, cbct.fdk(scan.projections, geometry), atol=2e-4)
     fdk = result.profile.stages[1]
     assert fdk.gpu_s == pytest.approx(1.5e-3) and fdk.gups == pytest.approx(32**3 * 48 / 1.5e-3 / 1e9)
-    assert fdk.gpu_used_bytes == 8 << 30  # the fake's memGetInfo: 8 of 16 GiB free
+    assert fdk.gpu_used_bytes == 8 << 30  # the stand-in's memGetInfo: 8 of 16 GiB free
     assert ranges == ["preprocess", "pop", "fdk", "pop"]
