@@ -84,14 +84,15 @@ def test_rays_along_z_project_and_scatter_like_the_twin(device_cp, steep, rng, m
 ])
 def test_fdk_specialisations_over_launches_and_straddling_segments(device_cp, steep, rng, monkeypatch,
                                                                    voxels_per_thread, interpolation, texture_dtype, bound):
-    """nz = 19 planes (not a multiple of 4 or 8), 23 views in launches of at most 6 (four refills of the constant
-    tables), segments [0, 5) [5, 5) [5, 17) [17, 23): the third straddles three launches."""
+    """nz = 19 planes (not a multiple of 4 or 8), 23 views in launches of 5, 6, 6 and 6 (four fills of the
+    constant tables), segments [0, 3) [3, 3) [3, 14) [14, 23): the third spans three launches and the fourth two,
+    both starting and ending inside a launch."""
     from cbct.cuda import kernels
 
     geom, _ = steep
     monkeypatch.setattr(kernels, "MAX_FDK_VIEWS", 6)
     proj = rng.normal(size=geom.projection_shape)
-    starts = np.array([0, 5, 5, 17, 23])
+    starts = np.array([0, 3, 3, 14, 23])
     out = kernels.backproject_fdk(device_cp.asarray(proj, dtype=device_cp.float32), geom, starts,
                                   interpolation=interpolation, texture_dtype=texture_dtype,
                                   voxels_per_thread=voxels_per_thread).get()

@@ -15,8 +15,8 @@ import pytest
 
 import cbct
 from cbct.cpu import kernels as cpu
-from cbct.cpu.voxel_backprojection import index_projection_matrices
 from cbct.phantoms import shepp_logan_projections, shepp_logan_volume
+from kernel_checks import half, texture_filtered_fdk_reference
 
 BACKENDS = ["numpy", "emulated", pytest.param("gpu", marks=pytest.mark.gpu)]
 AGREEMENT = 1e-4  # relative L2 error allowed against the float64 CPU reference (issue 3)
@@ -135,42 +135,14 @@ def test_segment_sums_and_segments(backend, scan):
 
 
 # ------------------------------------------------------------------------------------------ precision options
-def _half(x: np.ndarray) -> np.ndarray:
-    return x.astype(np.float16).astype(np.float32)
-
-
-def _emulated_texture_filter(proj: np.ndarray, geom: cbct.ConeGeometry) -> np.ndarray:
-    """FDK backprojection as the texture unit filters: bilinear weights rounded to 8 fractional bits."""
-    nz, ny, nx = geom.volume.shape
-    n_views, nv, nu = proj.shape
-    mats = index_projection_matrices(geom).astype(np.float32)
-    k, j, i = np.meshgrid(np.arange(nz), np.arange(ny), np.arange(nx), indexing="ij")
-    points = np.stack([i, j, k, np.ones_like(i)], -1).reshape(-1, 4).astype(np.float32)
-    padded = np.zeros((n_views, nv + 3, nu + 3), np.float32)
-    padded[:, 1:nv + 1, 1:nu + 1] = proj
-    out = np.zeros(points.shape[0])
-    for view in range(n_views):
-        uw, vw, w = (points @ mats[view].T).T
-        inv_w = np.float32(1) / w
-        u, v = np.clip(uw * inv_w, -1, nu), np.clip(vw * inv_w, -1, nv)
-        fu, fv = np.floor(u), np.floor(v)
-        wu, wv = np.round((u - fu) * 256) / 256, np.round((v - fv) * 256) / 256
-        iu, iv = fu.astype(int) + 1, fv.astype(int) + 1
-        p = padded[view]
-        top = p[iv, iu] * (1 - wu) + p[iv, iu + 1] * wu
-        bottom = p[iv + 1, iu] * (1 - wu) + p[iv + 1, iu + 1] * wu
-        out += (top * (1 - wv) + bottom * wv) * inv_w * inv_w
-    return out.reshape(nz, ny, nx)
-
-
 def test_half_precision_error_bound(backend, scan):
     """float16 texels: rounded texels, float32 weights and sums. On the CPU twin the rounding is applied to its
     input; on a device the kernels read a half texture."""
     filtered, geom = scan["filtered"], scan["filtered_geom"]
     exact = rel(backend.host(backend.kernels.backproject_fdk(backend.to(filtered), geom))[0], scan["bp"])
     if backend.name == "numpy":
-        half_bp = cpu.backproject_fdk(_half(filtered), geom)[0]
-        half_fp = cpu.project(_half(scan["volume"]), scan["geom"])
+        half_bp = cpu.backproject_fdk(half(filtered), geom)[0]
+        half_fp = cpu.project(half(scan["volume"]), scan["geom"])
     else:
         half_bp = backend.kernels.backproject_fdk(backend.to(filtered), geom, texture_dtype="float16")[0]
         half_fp = backend.kernels.project(backend.to(scan["volume"]), scan["geom"], texture_dtype="float16")
@@ -179,8 +151,8 @@ def test_half_precision_error_bound(backend, scan):
     reference_fp = cpu.project(scan["volume"], scan["geom"])
     assert rel(backend.host(half_fp), reference_fp) < 2 * HALF_BOUND
     if backend.name != "numpy":  # the device's half texels are the CPU twin on rounded input, to float32 rounding
-        assert rel(backend.host(half_bp), cpu.backproject_fdk(_half(filtered), geom)[0]) < 1e-5
-        assert rel(backend.host(half_fp), cpu.project(_half(scan["volume"]), scan["geom"])) < 1e-5
+        assert rel(backend.host(half_bp), cpu.backproject_fdk(half(filtered), geom)[0]) < 1e-5
+        assert rel(backend.host(half_fp), cpu.project(half(scan["volume"]), scan["geom"])) < 1e-5
 
 
 def test_texture_filtering_error_bound(device_backend, scan):
@@ -199,7 +171,7 @@ def test_texture_filtering_error_bound(device_backend, scan):
     if device_backend.name == "emulated":  # (a weight rounds the other way where the kernel's coordinate, through
         # u + 0.5 and the filter's x - 0.5, lands on a tie of 1/256: ~5e-5 here, against 1.3e-3 of filter error)
         out = host(kernels.backproject_fdk(to(filtered), geom, interpolation="texture"))[0]
-        assert rel(out, _emulated_texture_filter(filtered.astype(np.float32), geom)) < 1e-4
+        assert rel(out, texture_filtered_fdk_reference(filtered.astype(np.float32), geom)) < 1e-4
 
 
 # ------------------------------------------------------------------------------------------ device only
