@@ -146,8 +146,8 @@ def test_half_precision_error_bound(backend, scan):
     else:
         half_bp = backend.kernels.backproject_fdk(backend.to(filtered), geom, texture_dtype="float16")[0]
         half_fp = backend.kernels.project(backend.to(scan["volume"]), scan["geom"], texture_dtype="float16")
-    half = rel(backend.host(half_bp), scan["bp"])
-    assert 5 * exact < half < HALF_BOUND  # the option took effect, and stays within its documented bound
+    half_error = rel(backend.host(half_bp), scan["bp"])
+    assert 5 * exact < half_error < HALF_BOUND  # the option took effect, and stays within its documented bound
     reference_fp = cpu.project(scan["volume"], scan["geom"])
     assert rel(backend.host(half_fp), reference_fp) < 2 * HALF_BOUND
     if backend.name != "numpy":  # the device's half texels are the CPU twin on rounded input, to float32 rounding
