@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from cbct.cuda.emulator import build, compiler_available
+from cbct.cuda.textures import CUDA_ARRAY_LAYERED
 from cbct.cuda.emulator.build import UnsupportedKernelError
 
 pytestmark = pytest.mark.skipif(not compiler_available(), reason="no C++ compiler (g++ or $CXX) for the CPU harness")
@@ -47,7 +48,7 @@ def make_texture(cp, texels: np.ndarray, *, layered: bool, filter_linear: bool, 
     bits = 16 if texels.dtype == np.float16 else 32
     channel = texture.ChannelFormatDescriptor(bits, 0, 0, 0, runtime.cudaChannelFormatKindFloat)
     depth, height, width = texels.shape
-    array = texture.CUDAarray(channel, width, height, depth, runtime.cudaArrayLayered if layered else 0)
+    array = texture.CUDAarray(channel, width, height, depth, CUDA_ARRAY_LAYERED if layered else 0)
     array.copy_from(cp.asarray(texels))
     resource = texture.ResourceDescriptor(runtime.cudaResourceTypeArray, cuArr=array)
     description = texture.TextureDescriptor(

@@ -19,6 +19,8 @@ from typing import Any, Literal
 __all__ = ["Texture", "TEXTURE_DTYPES", "layered_texture", "volume_texture", "texture_limits"]
 
 TEXTURE_DTYPES = ("float32", "float16")
+#: cudaArrayLayered of CUDA's driver_types.h (CuPy's runtime module does not export it).
+CUDA_ARRAY_LAYERED = 0x01
 Filter = Literal["point", "linear"]
 
 _DEFAULT_LIMITS = {  # CUDA limits of compute capability 8.x/9.x, used when the device does not report them
@@ -91,7 +93,6 @@ def _make(src: Any, flags: int, texture_dtype: str, filter: Filter, stream: Any)
 def layered_texture(stack: Any, *, texture_dtype: str = "float32", filter: Filter = "point", stream: Any = None) -> Texture:
     """Layered 2D texture of a CuPy ``(layers, height, width)`` array (one layer per view), copied on ``stream``."""
     import cupy
-    from cupy.cuda import runtime
 
     stream = cupy.cuda.get_current_stream() if stream is None else stream
     if stack.ndim != 3:
@@ -105,7 +106,7 @@ def layered_texture(stack: Any, *, texture_dtype: str = "float32", filter: Filte
         )
     if layers > limits["MaxTexture2DLayeredLayers"]:
         raise ValueError(f"{layers} layers exceed the device's limit of {limits['MaxTexture2DLayeredLayers']}")
-    return _make(stack, getattr(runtime, "cudaArrayLayered", 0x01), texture_dtype, filter, stream)
+    return _make(stack, CUDA_ARRAY_LAYERED, texture_dtype, filter, stream)
 
 
 def volume_texture(volume: Any, *, texture_dtype: str = "float32", filter: Filter = "point", stream: Any = None) -> Texture:

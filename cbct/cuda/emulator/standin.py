@@ -160,8 +160,9 @@ class Stream:
 
     _state: _DeviceState
 
-    def __init__(self, null: bool = False, non_blocking: bool = False, ptr: int = 0) -> None:
-        self.ptr = ptr or id(self)
+    def __init__(self, null: bool = False, non_blocking: bool = False, ptds: bool = False,
+                 priority: int | None = None) -> None:
+        self.ptr = 0 if null else id(self)
 
     def __enter__(self) -> Stream:
         self._state.streams.append(self)
@@ -317,7 +318,12 @@ def standin_modules() -> dict[str, types.ModuleType]:
     log = _DeviceState()
     names = _cupy_numpy_names()
     bound_stream = type("Stream", (Stream,), {"_state": log, "__module__": "cupy.cuda.stream"})
-    null_stream = bound_stream(null=True, ptr=0)
+    null_stream = bound_stream(null=True)
+
+    def external_stream(ptr: int, device_id: int = -1) -> Stream:
+        stream = bound_stream()
+        stream.ptr = int(ptr)
+        return stream
 
     def get_current_stream(device_id: int = -1) -> Stream:
         return log.streams[-1] if log.streams else null_stream
@@ -345,7 +351,7 @@ def standin_modules() -> dict[str, types.ModuleType]:
     cupy.__getattr__ = passthrough  # type: ignore[attr-defined]
     for name, value in {
         "Device": Device, "Stream": bound_stream, "Event": Event, "get_current_stream": get_current_stream,
-        "ExternalStream": lambda ptr, device_id=-1: bound_stream(ptr=ptr), "MemoryPointer": MemoryPointer,
+        "ExternalStream": external_stream, "MemoryPointer": MemoryPointer,
         "runtime": runtime, "texture": texture, "nvtx": nvtx, "get_elapsed_time": get_elapsed_time,
     }.items():
         setattr(cuda, name, value)

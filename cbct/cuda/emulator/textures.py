@@ -14,11 +14,12 @@ from typing import Any
 
 import numpy as np
 
+from cbct.cuda.textures import CUDA_ARRAY_LAYERED
+
 __all__ = ["TextureDesc", "ChannelFormatDescriptor", "CUDAarray", "ResourceDescriptor", "TextureDescriptor",
            "TextureObject", "RUNTIME_CONSTANTS"]
 
 TEXTURE_MAGIC = 0x6362637474657831
-ARRAY_LAYERED = 0x01
 #: cudaResourceType, cudaChannelFormatKind, cudaTextureAddressMode, cudaTextureFilterMode, cudaTextureReadMode.
 RUNTIME_CONSTANTS = {
     "cudaResourceTypeArray": 0, "cudaResourceTypeMipmappedArray": 1, "cudaResourceTypeLinear": 2,
@@ -28,7 +29,7 @@ RUNTIME_CONSTANTS = {
     "cudaAddressModeWrap": 0, "cudaAddressModeClamp": 1, "cudaAddressModeMirror": 2, "cudaAddressModeBorder": 3,
     "cudaFilterModePoint": 0, "cudaFilterModeLinear": 1,
     "cudaReadModeElementType": 0, "cudaReadModeNormalizedFloat": 1,
-    "cudaArrayDefault": 0, "cudaArrayLayered": ARRAY_LAYERED, "cudaArraySurfaceLoadStore": 0x02,
+    "cudaArrayDefault": 0, "cudaArraySurfaceLoadStore": 0x02,
 }
 
 
@@ -65,7 +66,7 @@ class CUDAarray:
             raise ValueError(f"invalid CUDA array extent ({width}, {height}, {depth})")
         self.desc, self.width, self.height, self.depth, self.flags = desc, int(width), int(height), int(depth), int(flags)
         self.ndim = 3 if depth else (2 if height else 1)
-        if flags & ARRAY_LAYERED and depth == 0:
+        if flags & CUDA_ARRAY_LAYERED and depth == 0:
             raise ValueError("a layered CUDA array needs depth (the number of layers)")
         dtype = np.float16 if desc.x == 16 else np.float32
         self.texels = np.zeros((max(depth, 1), max(height, 1), width), dtype=dtype)
@@ -125,7 +126,7 @@ class TextureObject:
 
     def __init__(self, ResDesc: ResourceDescriptor, TexDesc: TextureDescriptor) -> None:  # noqa: N803
         array = ResDesc.cuArr
-        layered = bool(array.flags & ARRAY_LAYERED)
+        layered = bool(array.flags & CUDA_ARRAY_LAYERED)
         self.ResDesc, self.TexDesc = ResDesc, TexDesc
         self._desc = TextureDesc(
             magic=TEXTURE_MAGIC, texels=array.texels.ctypes.data, width=array.width, height=max(array.height, 1),
