@@ -9,6 +9,8 @@ checked on smooth data (where 8-bit weights cost ~1e-4) or against the NumPy rea
 
 from __future__ import annotations
 
+import faulthandler
+import os
 from typing import Any
 
 import numpy as np
@@ -16,6 +18,8 @@ import numpy as np
 import cbct
 from cbct.cpu import kernels as cpu
 from cbct.cpu.voxel_backprojection import index_projection_matrices
+from cbct.cuda import sources
+from cbct.cuda.emulator import emulated_cupy
 from cbct.phantoms import shepp_logan_volume
 
 EXACT = 2e-5  # float32 paths against the float64 twins
@@ -150,3 +154,34 @@ def failed_checks(cp: Any, refs: dict[str, Any]) -> list[str]:
     finally:
         kernels.MAX_FDK_VIEWS, kernels.MAX_PROJECT_VIEWS, kernels.MAX_MATCHED_VIEWS = saved
     return failures
+
+
+def outcome_in_child(references: dict[str, Any], mutant: tuple[str, str, str] | None) -> int:
+    """Run :func:`failed_checks` on the emulated device in a forked child, with ``mutant`` = ``(file, text,
+    replacement)`` applied to csrc. 0: every check passed; 1: a check failed; 2: an exception (e.g. the source does
+    not build); negative: the signal that killed the child (a mutant may corrupt its own process)."""
+    pid = os.fork()
+    if pid == 0:  # the child never returns into its caller
+        code = 2
+        try:
+            faulthandler.disable()  # a crashing mutant is an expected outcome, not a report for the log
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, 1), os.dup2(devnull, 2)
+            if mutant is not None:
+                file, old, new = mutant
+                original = sources.read_source
+
+                def mutated(name: str) -> str:
+                    text = original(name)
+                    return text.replace(old, new) if name == file else text
+
+                sources.read_source = mutated
+                sources.kernel_source.cache_clear()
+            with emulated_cupy() as cp:
+                code = 1 if failed_checks(cp, references) else 0
+        except BaseException:  # noqa: BLE001 - any failure kills the mutant
+            code = 2
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    return -os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status)

@@ -8,7 +8,6 @@ computed once in the parent, before the forks.
 
 from __future__ import annotations
 
-import faulthandler
 import os
 import signal
 import sys
@@ -17,7 +16,7 @@ import pytest
 
 import kernel_checks
 from cbct.cuda import sources
-from cbct.cuda.emulator import compiler_available, emulated_cupy
+from cbct.cuda.emulator import compiler_available
 
 pytestmark = [
     pytest.mark.skipif(not compiler_available(), reason="no C++ compiler (g++ or $CXX) for the CPU harness"),
@@ -78,50 +77,18 @@ def references():
     return kernel_checks.prepare_references()
 
 
-def outcome_in_child(references, mutant: tuple[str, str, str, str] | None) -> int:
-    """Run the checks in a forked child with ``mutant`` applied; 0: all checks passed, 1: a check failed,
-    2: an exception (e.g. the source does not build), or the negated signal that killed the child."""
-    pid = os.fork()
-    if pid == 0:  # child: never returns into pytest
-        code = 2
-        try:
-            faulthandler.disable()  # a crashing mutant is an expected outcome, not a report for the log
-            devnull = os.open(os.devnull, os.O_WRONLY)
-            os.dup2(devnull, 1), os.dup2(devnull, 2)
-            if mutant is not None:
-                file, old, new, _ = mutant
-                original = sources.read_source
-
-                def mutated(name: str) -> str:
-                    text = original(name)
-                    return text.replace(old, new) if name == file else text
-
-                sources.read_source = mutated
-                sources.kernel_source.cache_clear()
-            with emulated_cupy() as cp:
-                code = 1 if kernel_checks.failed_checks(cp, references) else 0
-        except BaseException:  # noqa: BLE001 - any failure kills the mutant
-            code = 2
-        finally:
-            os._exit(code)
-    _, status = os.waitpid(pid, 0)
-    if os.WIFSIGNALED(status):
-        return -os.WTERMSIG(status)
-    return os.WEXITSTATUS(status)
-
-
 def test_every_mutant_text_occurs_once():
     for file, old, _new, what in MUTANTS:
         assert sources.read_source(file).count(old) == 1, f"{file}: {what}: {old!r}"
 
 
 def test_unchanged_kernels_pass_the_checks(references):
-    assert outcome_in_child(references, None) == 0
+    assert kernel_checks.outcome_in_child(references, None) == 0
 
 
 @pytest.mark.parametrize("mutant", MUTANTS, ids=[f"{m[0]}:{m[3]}" for m in MUTANTS])
 def test_mutant_is_caught(references, mutant):
-    outcome = outcome_in_child(references, mutant)
+    outcome = kernel_checks.outcome_in_child(references, mutant[:3])
     assert outcome != 0, f"the checks pass with {mutant[3]} broken: {mutant[1]!r} -> {mutant[2]!r}"
     assert outcome != -signal.SIGALRM, "the mutant hung"
     sys.stdout.flush()

@@ -290,8 +290,9 @@ class RawModule:
 
     @property
     def _host(self) -> HostModule:
-        if self._host_module is None:
-            self._host_module = HostModule(self.code, self.options, self.name_expressions, what="RawModule source")
+        if self._host_module is None:  # CuPy (14) appends -ftz=true to the options of every NVRTC compilation
+            self._host_module = HostModule(self.code, (*self.options, "-ftz=true"), self.name_expressions,
+                                           what="RawModule source")
         return self._host_module
 
     def compile(self, log_stream: Any = None) -> None:
