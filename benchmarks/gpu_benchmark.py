@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import itertools
 import json
 import logging
 import pathlib
@@ -25,8 +26,8 @@ import platform
 import re
 import statistics
 import sys
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Collection
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -44,6 +45,8 @@ RESULTS = ROOT / "benchmarks" / "results"
 # 2 floor, 2 sub, 4 coordinate adds, 3 lerps (2 FMA-equivalents each), 1 mul, 1 FMA; plus 4 texture fetches.
 FDK_OPS_PER_UPDATE = 25
 FDK_FETCHES_PER_UPDATE = {"exact": 4, "texture": 1}
+INTERPOLATIONS = ("exact", "texture")
+TEXELS = {"float32": 4, "float16": 2}  # bytes per texel of each texture dtype
 
 
 def scan_geometry(size: int, views: int, detector: int) -> cbct.ConeGeometry:
@@ -222,102 +225,140 @@ def accuracy_against_cpu(size: int, views: int) -> dict[str, float]:
     return out
 
 
-def run(args: argparse.Namespace) -> dict[str, Any]:
+class DeviceScan(NamedTuple):
+    """Random float32 scan data on the device; ``filtered``: FDK-filtered ``projections``, to backproject with ``fgeom``."""
+
+    geom: cbct.ConeGeometry
+    fgeom: cbct.ConeGeometry
+    volume: Any
+    projections: Any
+    filtered: Any
+
+
+class Entry(NamedTuple):
+    """One timed operation: ``fn`` and its work counts, floor bytes and texture bytes."""
+
+    fn: Callable[[], Any]
+    work: dict[str, float]
+    floor_bytes: int
+    texture_bytes: int
+
+
+def device_scan(size: int, views: int, detector: int, seed: int) -> DeviceScan:
+    """Random inputs on the device (never zeros) for :func:`scan_geometry`; needs CuPy and a GPU."""
     import cupy as cp
 
-    import cbct.cuda.kernels as kernels
-    from cbct.cuda import fdk_host
-
-    geom = scan_geometry(args.size, args.views, args.detector)
-    nz, ny, nx = geom.volume.shape
-    n_views, nv, nu = geom.projection_shape
-    voxels = nz * ny * nx
-    updates = voxels * n_views
-    rng = cp.random.default_rng(args.seed)
+    geom = scan_geometry(size, views, detector)
+    rng = cp.random.default_rng(seed)
     volume = rng.random(geom.volume.shape, dtype=cp.float32) * 0.02
     projections = rng.random(geom.projection_shape, dtype=cp.float32)
     filtered, fgeom = cbct.fdk_filter(projections, geom)
+    return DeviceScan(geom, fgeom, volume, projections, filtered)
+
+
+def entries(scan: DeviceScan, samples: int, names: Collection[str] | None = None) -> dict[str, Entry]:
+    """The timed operations of the benchmark (all, or those in ``names``), in order; ``samples`` is
+    :func:`ray_samples` of the scan."""
+    import cbct.cuda.kernels as kernels
+    from cbct.cuda import fdk_host
+
+    geom, fgeom, volume, projections, filtered = scan.geom, scan.fgeom, scan.volume, scan.projections, scan.filtered
+    n_views, nv, nu = geom.projection_shape
+    voxels = int(np.prod(geom.volume.shape))
+    updates = voxels * n_views
+    proj_bytes, vol_bytes = filtered.nbytes, voxels * 4
+    out: dict[str, Entry] = {}
+    for interp, tdtype in itertools.product(INTERPOLATIONS, TEXELS):
+        out[f"fdk_backprojection[{interp},{tdtype}]"] = Entry(
+            lambda i=interp, d=tdtype: kernels.backproject_fdk(filtered, fgeom, interpolation=i, texture_dtype=d),
+            {"voxel_updates_count": updates, "texture_fetches_count": updates * FDK_FETCHES_PER_UPDATE[interp]},
+            proj_bytes + vol_bytes, n_views * nv * fgeom.detector_shape[1] * TEXELS[tdtype],
+        )
+    starts = cbct.operators.segment_starts(n_views, 8)
+    out["segmented_backprojection[K=8]"] = Entry(
+        lambda: kernels.backproject_fdk(filtered, fgeom, starts), {"voxel_updates_count": updates},
+        proj_bytes + 8 * vol_bytes, filtered.nbytes,
+    )
+    for interp, tdtype in itertools.product(INTERPOLATIONS, TEXELS):
+        out[f"forward_projection[{interp},{tdtype}]"] = Entry(
+            lambda i=interp, d=tdtype: kernels.project(volume, geom, interpolation=i, texture_dtype=d),
+            {"ray_samples_count": samples, "rays_count": n_views * nv * nu},
+            vol_bytes + projections.nbytes, voxels * TEXELS[tdtype],
+        )
+    out["matched_backprojection"] = Entry(
+        lambda: kernels.backproject_matched(projections, geom), {"ray_samples_count": samples},
+        projections.nbytes + vol_bytes, 0,
+    )
+    out["fdk_end_to_end[device]"] = Entry(lambda: cbct.fdk(projections, geom), {"voxel_updates_count": updates},
+                                          projections.nbytes + vol_bytes, filtered.nbytes)
+    if names is None or "fdk_end_to_end[host, streamed]" in names:
+        host_projections = projections.get()
+        host_out = np.empty(geom.volume.shape, dtype=np.float32)
+        out["fdk_end_to_end[host, streamed]"] = Entry(
+            lambda: fdk_host(host_projections, geom, out=host_out), {"voxel_updates_count": updates},
+            projections.nbytes + vol_bytes, 0,
+        )
+    if names is not None and set(names) - set(out):
+        raise ValueError(f"unknown benchmark entries {sorted(set(names) - set(out))}; expected some of {sorted(out)}")
+    return out if names is None else {name: entry for name, entry in out.items() if name in names}
+
+
+def measure(name: str, entry: Entry, *, bandwidth: float, warmup: int, repeats: int) -> dict[str, Any]:
+    """Time one entry (:func:`time_cuda`) with CuPy's pool peak, and log it; rates from the median (GUPS: 1e9
+    updates/s; bandwidth: the device copy's bytes/s, for the floor)."""
+    import cupy as cp
+
+    cp.get_default_memory_pool().free_all_blocks()
+    with PeakPoolMemory() as peak:
+        t = time_cuda(entry.fn, warmup=warmup, repeats=repeats)
+    seconds = t["median_ms"] * 1e-3
+    result = {**t, "pool_peak_bytes": peak.peak, "texture_bytes": entry.texture_bytes, "floor_bytes": entry.floor_bytes,
+              "bandwidth_floor_ms": entry.floor_bytes / bandwidth * 1e3}
+    for key, count in entry.work.items():
+        result[key] = count
+        result[key.replace("_count", "_per_s")] = count / seconds
+    if "voxel_updates_count" in entry.work:
+        result["gups"] = entry.work["voxel_updates_count"] / seconds / 1e9
+    rate = f"{result['gups']:.1f} GUPS" if "gups" in result else f"{result.get('ray_samples_per_s', 0) / 1e9:.1f} G samples/s"
+    log.info("%-40s %9.2f ms (min %.2f)  %s", name, result["median_ms"], result["min_ms"], rate)
+    return result
+
+
+def scan_sizes(scan: DeviceScan) -> dict[str, Any]:
+    n_views, nv, nu = scan.geom.projection_shape
+    return {"volume": list(scan.geom.volume.shape), "views": n_views, "detector": [nv, nu],
+            "filtered_detector": list(scan.fgeom.detector_shape)}
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    import cbct.cuda.kernels as kernels
+
+    scan = device_scan(args.size, args.views, args.detector, args.seed)
+    geom, fgeom, volume, filtered = scan.geom, scan.fgeom, scan.volume, scan.filtered
     bandwidth = copy_bandwidth()
     log.info("device-to-device copy: %.0f GB/s", bandwidth / 1e9)
     log.info("counting ray samples on the host ...")
     samples = ray_samples(geom)
-    results: dict[str, Any] = {}
     timing = {"warmup": args.warmup, "repeats": args.repeats}
-
-    def measure(name: str, fn: Callable[[], Any], *, work: dict[str, float], floor_bytes: int, texture_bytes: int) -> None:
-        cp.get_default_memory_pool().free_all_blocks()
-        with PeakPoolMemory() as peak:
-            t = time_cuda(fn, **timing)
-        seconds = t["median_ms"] * 1e-3
-        entry = {**t, "pool_peak_bytes": peak.peak, "texture_bytes": texture_bytes, "floor_bytes": floor_bytes,
-                 "bandwidth_floor_ms": floor_bytes / bandwidth * 1e3}
-        for key, count in work.items():
-            entry[key] = count
-            entry[key.replace("_count", "_per_s")] = count / seconds
-        if "voxel_updates_count" in work:
-            entry["gups"] = work["voxel_updates_count"] / seconds / 1e9
-        results[name] = entry
-        log.info("%-40s %9.2f ms (min %.2f)  %s", name, t["median_ms"], t["min_ms"],
-                 f"{entry['gups']:.1f} GUPS" if "gups" in entry else f"{entry.get('ray_samples_per_s', 0) / 1e9:.1f} G samples/s")
-
-    proj_bytes, vol_bytes = filtered.nbytes, voxels * 4
-    for interp in ("exact", "texture"):
-        for tdtype in ("float32", "float16"):
-            texel = 2 if tdtype == "float16" else 4
-            measure(
-                f"fdk_backprojection[{interp},{tdtype}]",
-                lambda i=interp, d=tdtype: kernels.backproject_fdk(filtered, fgeom, interpolation=i, texture_dtype=d),
-                work={"voxel_updates_count": updates, "texture_fetches_count": updates * FDK_FETCHES_PER_UPDATE[interp]},
-                floor_bytes=proj_bytes + vol_bytes, texture_bytes=n_views * nv * fgeom.detector_shape[1] * texel,
-            )
-    starts = cbct.operators.segment_starts(n_views, 8)
-    measure(
-        "segmented_backprojection[K=8]", lambda: kernels.backproject_fdk(filtered, fgeom, starts),
-        work={"voxel_updates_count": updates}, floor_bytes=proj_bytes + 8 * vol_bytes,
-        texture_bytes=filtered.nbytes,
-    )
-    for interp in ("exact", "texture"):
-        for tdtype in ("float32", "float16"):
-            texel = 2 if tdtype == "float16" else 4
-            measure(
-                f"forward_projection[{interp},{tdtype}]",
-                lambda i=interp, d=tdtype: kernels.project(volume, geom, interpolation=i, texture_dtype=d),
-                work={"ray_samples_count": samples, "rays_count": n_views * nv * nu},
-                floor_bytes=vol_bytes + projections.nbytes, texture_bytes=voxels * texel,
-            )
-    measure(
-        "matched_backprojection", lambda: kernels.backproject_matched(projections, geom),
-        work={"ray_samples_count": samples}, floor_bytes=projections.nbytes + vol_bytes, texture_bytes=0,
-    )
-    measure(
-        "fdk_end_to_end[device]", lambda: cbct.fdk(projections, geom),
-        work={"voxel_updates_count": updates}, floor_bytes=projections.nbytes + vol_bytes,
-        texture_bytes=filtered.nbytes,
-    )
-    host_projections = projections.get()
-    host_out = np.empty(geom.volume.shape, dtype=np.float32)
-    measure(
-        "fdk_end_to_end[host, streamed]", lambda: fdk_host(host_projections, geom, out=host_out),
-        work={"voxel_updates_count": updates}, floor_bytes=projections.nbytes + vol_bytes, texture_bytes=0,
-    )
+    results: dict[str, Any] = {}
+    for name, entry in entries(scan, samples).items():
+        results[name] = measure(name, entry, bandwidth=bandwidth, **timing)
     # accuracy of the variants against the exact float32 kernels, same data, full size
     reference_bp = kernels.backproject_fdk(filtered, fgeom)
     reference_fp = kernels.project(volume, geom)
-    variants = {
-        "fdk_backprojection[exact,float16]": rel(kernels.backproject_fdk(filtered, fgeom, texture_dtype="float16"), reference_bp),
-        "fdk_backprojection[texture,float32]": rel(kernels.backproject_fdk(filtered, fgeom, interpolation="texture"), reference_bp),
-        "forward_projection[exact,float16]": rel(kernels.project(volume, geom, texture_dtype="float16"), reference_fp),
-        "forward_projection[texture,float32]": rel(kernels.project(volume, geom, interpolation="texture"), reference_fp),
-    }
+    variants = {}
+    for label, kwargs in {"exact,float16": {"texture_dtype": "float16"}, "texture,float32": {"interpolation": "texture"}}.items():
+        variants[f"fdk_backprojection[{label}]"] = rel(kernels.backproject_fdk(filtered, fgeom, **kwargs), reference_bp)
+        variants[f"forward_projection[{label}]"] = rel(kernels.project(volume, geom, **kwargs), reference_fp)
     return {
         "benchmark": "gpu_benchmark",
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "gpu": gpu_description(),
         "host": {"python": platform.python_version(), "machine": platform.machine()},
-        "sizes": {"volume": [nz, ny, nx], "views": n_views, "detector": [nv, nu], "filtered_detector": list(fgeom.detector_shape)},
+        "sizes": scan_sizes(scan),
         "method": {"timer": "CUDA events on the current stream", **timing, "inputs": "random on the device, seed %d" % args.seed},
-        "floors": {"copy_bandwidth_bytes_per_s": bandwidth, "voxel_updates": updates, "ray_samples": samples,
-                   "fdk_ops_per_update_estimate": FDK_OPS_PER_UPDATE},
+        "floors": {"copy_bandwidth_bytes_per_s": bandwidth, "voxel_updates": int(np.prod(geom.volume.shape)) * geom.n_views,
+                   "ray_samples": samples, "fdk_ops_per_update_estimate": FDK_OPS_PER_UPDATE},
         "results": results,
         "variant_error_vs_exact_float32": variants,
         "accuracy_vs_cpu_float64": accuracy_against_cpu(args.check_size, args.check_views) if args.check_size else {},

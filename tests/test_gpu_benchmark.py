@@ -46,6 +46,34 @@ def test_scan_geometry_and_cli_without_gpu(harness, monkeypatch):
     assert harness.main(["--size", "16", "--views", "4", "--detector", "16"]) == 2
 
 
+def test_entries_run_on_the_emulated_device(harness):
+    """Every timed operation once on the CPU harness (the csrc kernels on the CPU): shapes, work counts, floors."""
+    try:
+        from cbct.cuda.emulator import compiler_available, emulated_cupy
+    except ImportError as exc:
+        pytest.skip(f"no CPU harness: {exc}")
+    if not compiler_available():
+        pytest.skip("no C++ compiler for the CPU harness")
+    geom = harness.scan_geometry(12, 10, 16)
+    rng = np.random.default_rng(0)
+    with emulated_cupy() as cp:
+        volume = cp.asarray(rng.random(geom.volume.shape, dtype=np.float32))
+        projections = cp.asarray(rng.random(geom.projection_shape, dtype=np.float32))
+        filtered, fgeom = cbct.fdk_filter(projections, geom)
+        scan = harness.DeviceScan(geom, fgeom, volume, projections, filtered)
+        entries = harness.entries(scan, 1234)
+        assert len(entries) == 12 and harness.scan_sizes(scan)["detector"] == [16, 16]
+        for name, entry in entries.items():
+            out = entry.fn()
+            assert out.shape[-3:] == (geom.projection_shape if name.startswith("forward") else geom.volume.shape), name
+            assert entry.floor_bytes > 0 and set(entry.work) & {"voxel_updates_count", "ray_samples_count"}
+        assert entries["fdk_backprojection[exact,float16]"].texture_bytes == 10 * 16 * 16 * 2
+        assert entries["segmented_backprojection[K=8]"].fn().shape == (8, 12, 12, 12)
+        assert list(harness.entries(scan, 1, ["fdk_end_to_end[device]"])) == ["fdk_end_to_end[device]"]
+        with pytest.raises(ValueError, match="unknown benchmark entries"):
+            harness.entries(scan, 1, ["fdk"])
+
+
 @pytest.mark.gpu
 def test_smoke_run_writes_json(harness, tmp_path):
     import json
