@@ -20,6 +20,7 @@ from cbct.cpu import kernels as cpu
 from cbct.cpu.voxel_backprojection import index_projection_matrices
 from cbct.cuda import sources
 from cbct.cuda.emulator import emulated_cupy
+from cbct.cuda.emulator.build import SANITIZE_ENV
 from cbct.phantoms import shepp_logan_volume
 
 EXACT = 2e-5  # float32 paths against the float64 twins
@@ -65,7 +66,11 @@ def _geometries() -> dict[str, cbct.ConeGeometry]:
     rx = np.array([[1, 0, 0], [0, np.cos(a), -np.sin(a)], [0, np.sin(a), np.cos(a)]])
     ry = np.array([[np.cos(b), 0, np.sin(b)], [0, 1, 0], [-np.sin(b), 0, np.cos(b)]])
     steep = plain.with_rigid_motion(np.repeat((ry @ rx)[None], plain.n_views, 0), np.zeros((plain.n_views, 3)))
-    return {"plain": plain, "steep": steep}
+    wide = cbct.ConeGeometry.circular(  # more than one block of threads along every axis of both kernels' grids
+        dso=300.0, dsd=450.0, detector_shape=(18, 40), detector_pixel_size=(2.2, 2.0), volume_shape=(9, 12, 45),
+        voxel_size=(2.0, 2.2, 1.6), n_views=23, volume_offset=(0.5, 1.0, -1.5),
+    )
+    return {"plain": plain, "steep": steep, "wide": wide}
 
 
 def smooth_volume(grid: cbct.VolumeGrid) -> np.ndarray:
@@ -85,7 +90,8 @@ def prepare_references(seed: int = 7) -> dict[str, Any]:
         smooth = smooth_volume(geom.volume)
         proj = rng.normal(size=geom.projection_shape)
         smooth_proj = cpu.project(smooth, geom)
-        starts = np.array([0, 3, 3, 14, 23])  # launches of 5, 6, 6, 6 views: segments straddle them
+        # launches of 5, 6, 6, 6 views: segments straddle them and change right after a launch's first view
+        starts = np.array([0, 1, 1, 12, 23])
         refs[name] = {
             "geom": geom, "volume": volume, "smooth": smooth, "proj": proj, "smooth_proj": smooth_proj,
             "starts": starts,
@@ -96,6 +102,7 @@ def prepare_references(seed: int = 7) -> dict[str, Any]:
             "fdk_half": cpu.backproject_fdk(half(proj), geom)[0],
             "fdk_smooth": cpu.backproject_fdk(smooth_proj, geom)[0],
             "fdk_filter_reading": texture_filtered_fdk_reference(proj.astype(np.float32), geom),
+            "fdk_one_view": cpu.backproject_fdk(np.ascontiguousarray(proj[7:8]), geom[7:8])[0],
             "matched": cpu.backproject_matched(proj, geom),
             "matched_views": cpu.backproject_matched(proj, geom, np.array([1, 2, 9, 20, 22])),
         }
@@ -139,6 +146,8 @@ def failed_checks(cp: Any, refs: dict[str, Any]) -> list[str]:
                 smooth = kernels.backproject_fdk(f32(r["smooth_proj"]), geom, interpolation="texture",
                                                  texture_dtype="float16", voxels_per_thread=vpt)
                 check(f"{case} fdk<{vpt}, texture> float16 smooth", _rel(smooth[0], r["fdk_smooth"]), SMOOTH_FILTER)
+                one = kernels.backproject_fdk(f32(r["proj"][7:8]), geom[7:8], voxels_per_thread=vpt)
+                check(f"{case} fdk<{vpt}> one view", _rel(one[0], r["fdk_one_view"]), EXACT)
             check(f"{case} project", _rel(kernels.project(f32(r["volume"]), geom, memory_limit=plane * 7),
                                           r["project"]), EXACT)
             check(f"{case} project float16", _rel(kernels.project(f32(r["volume"]), geom, texture_dtype="float16"),
@@ -158,13 +167,15 @@ def failed_checks(cp: Any, refs: dict[str, Any]) -> list[str]:
 
 def outcome_in_child(references: dict[str, Any], mutant: tuple[str, str, str] | None) -> int:
     """Run :func:`failed_checks` on the emulated device in a forked child, with ``mutant`` = ``(file, text,
-    replacement)`` applied to csrc. 0: every check passed; 1: a check failed; 2: an exception (e.g. the source does
-    not build); negative: the signal that killed the child (a mutant may corrupt its own process)."""
+    replacement)`` applied to csrc and the harness built with UndefinedBehaviorSanitizer. 0: every check passed;
+    1: a check failed; 2: an exception (e.g. the source does not build); negative: the signal that killed the child
+    (a mutant may index past an array, which UBSan turns into an abort, or corrupt its own process)."""
     pid = os.fork()
     if pid == 0:  # the child never returns into its caller
         code = 2
         try:
             faulthandler.disable()  # a crashing mutant is an expected outcome, not a report for the log
+            os.environ[SANITIZE_ENV] = "undefined"  # out-of-bounds indexing of a kernel's arrays aborts the child
             devnull = os.open(os.devnull, os.O_WRONLY)
             os.dup2(devnull, 1), os.dup2(devnull, 2)
             if mutant is not None:
