@@ -5,7 +5,7 @@ import pytest
 
 from cbct import ConeGeometry
 from cbct.conventions.astra import from_astra, to_astra
-from cbct.conventions.tigre import from_tigre, to_tigre
+from cbct.conventions.tigre import flip_detector_rows, from_tigre, to_tigre
 
 
 @pytest.fixture
@@ -17,23 +17,26 @@ def geom():
 
 
 def test_tigre_round_trip(geom):
-    geo, angles = to_tigre(geom)
+    tigre_layout = flip_detector_rows(geom)  # TIGRE's row 0 is the bottom of the detector; cbct's the top
+    geo, angles = to_tigre(tigre_layout)
     assert geo.DSO == pytest.approx(450.0) and geo.DSD == pytest.approx(700.0)
-    np.testing.assert_allclose(geo.offDetector, [1.5, -4.0])
+    np.testing.assert_allclose(geo.offDetector, [-1.5, -4.0])  # cbct's +1.5 along v (downwards) is TIGRE's -1.5 (up)
     np.testing.assert_allclose(geo.sVoxel, [10.0, 9.6, 8.4])
     back = from_tigre(geo, angles)
-    np.testing.assert_allclose(back.vectors, geom.vectors, atol=1e-9)
+    np.testing.assert_allclose(back.vectors, tigre_layout.vectors, atol=1e-9)
     assert back.volume == geom.volume and back.detector_shape == geom.detector_shape
     as_dict = from_tigre(vars(geo), angles)
-    np.testing.assert_allclose(as_dict.vectors, geom.vectors, atol=1e-9)
+    np.testing.assert_allclose(as_dict.vectors, tigre_layout.vectors, atol=1e-9)
+    with pytest.raises(ValueError, match="flip_detector_rows"):
+        to_tigre(geom)
 
 
 def test_tigre_rejects_non_circular_and_incomplete(geom):
     n = geom.n_views
     moved = geom.with_rigid_motion(np.tile(np.eye(3), (n, 1, 1)), np.linspace(0, 2, 3 * n).reshape(n, 3))
     with pytest.raises(ValueError, match="not a circular orbit"):
-        to_tigre(moved)
-    geo, angles = to_tigre(geom)
+        to_tigre(flip_detector_rows(moved))
+    geo, angles = to_tigre(flip_detector_rows(geom))
     del geo.DSO
     with pytest.raises(ValueError, match="'DSO'"):
         from_tigre(geo, angles)
