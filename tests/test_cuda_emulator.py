@@ -203,7 +203,7 @@ def test_constant_symbols_have_their_size_and_refuse_overruns(emulated_cp, modul
 
 def test_ftz_option_flushes_denormals(emulated_cp):
     from cbct.cuda.emulator.module import HostModule
-    from cbct.cuda.emulator.standin import pack_argument
+    from cbct.cuda.emulator.raw import pack_argument
 
     cp = emulated_cp
     source = 'extern "C" __global__ void halve(float* x) { x[threadIdx.x] = x[threadIdx.x] * 0.5f; }'

@@ -6,7 +6,8 @@ stand-in, so that every CI run executes the kernel source without a GPU.
   barriers and warp functions; optional AddressSanitizer / UndefinedBehaviorSanitizer builds.
 - :mod:`cbct.cuda.emulator.module`: a build loaded in-process; launches checked against CUDA's limits,
   ``__launch_bounds__`` and the kernel's parameter types; ``__constant__`` symbols by name.
-- :mod:`cbct.cuda.emulator.standin`: the CuPy stand-in (:func:`emulated_cupy`, :func:`standin_modules`).
+- :mod:`cbct.cuda.emulator.standin` (with :mod:`~cbct.cuda.emulator.devices`, :mod:`~cbct.cuda.emulator.raw`,
+  :mod:`~cbct.cuda.emulator.textures`): the CuPy stand-in (:func:`emulated_cupy`, :func:`standin_modules`).
 
 What it is not: a timing model, or a check of what only a GPU decides (register pressure, texture-unit rounding
 beyond the documented 8-bit weights, FMA contraction by NVRTC, concurrent streams). Those wait for a GPU run.
