@@ -1,9 +1,11 @@
 """Projection preprocessing: dark/flat correction, ``-log``, and completing a parallel-beam half scan.
 
 Raw detector counts ``I`` become line integrals ``p = -log((I - D) / (F - D))`` with the dark field ``D`` (no
-beam) and the flat field ``F`` (beam, no object). Several dark or flat frames are averaged. Transmissions are
-clipped to ``[min_transmission, inf)`` before the log so that photon-starved pixels (``I <= D``) give a large but
-finite line integral instead of ``inf``/``NaN``.
+beam) and the flat field ``F`` (beam, no object). Several dark or flat frames are averaged. Raw counts at or below
+the dark level (``I <= D``, a transmission of zero or less: dead pixels, wrong dark frames, total photon starvation)
+are refused with an error naming how many and where, unless ``clip_counts=True``; then, like small positive
+transmissions, they are clipped to ``min_transmission`` before the log (a large but finite line integral).
+Line integrals clearly below zero (:func:`check_line_integrals`: a missing ``-log`` or a flipped sign) are refused.
 """
 
 from __future__ import annotations
@@ -17,16 +19,46 @@ from cbct.geometry import ConeGeometry
 
 log = logging.getLogger(__name__)
 
-__all__ = ["average_frames", "flat_dark_correct", "log_transform", "counts_to_line_integrals", "complete_parallel_half_scan",
+__all__ = ["check_line_integrals", "NEGATIVE_TOLERANCE", "average_frames", "flat_dark_correct", "log_transform", "counts_to_line_integrals", "complete_parallel_half_scan",
            "is_near_parallel"]
 
 DEFAULT_MIN_TRANSMISSION = 1e-6
+NEGATIVE_TOLERANCE = 0.5
+"""Line integrals below ``-NEGATIVE_TOLERANCE`` (a transmission above e^0.5 = 1.65) are not noise."""
+
+
+def _first(mask: np.ndarray) -> tuple[int, ...]:
+    return tuple(int(i) for i in np.argwhere(mask)[0])
+
+
+def check_line_integrals(projections, *, tolerance: float = NEGATIVE_TOLERANCE, name: str = "projections") -> None:
+    """Refuse line integrals that are clearly below zero (``ValueError`` naming how many, where and the minimum).
+
+    Noise in air makes a few values slightly negative; refused are values below ``-tolerance``, or data that is
+    mostly negative (more than half the pixels below -0.01 and a negative mean): a missing ``-log``, a flipped sign,
+    or raw intensities read as line integrals.
+    """
+    xp = np if isinstance(projections, np.ndarray) else __import__(type(projections).__module__.split(".")[0])
+    low = projections < -tolerance
+    n_low = int(xp.count_nonzero(low))
+    n_neg = int(xp.count_nonzero(projections < -0.01))
+    size = int(projections.size)
+    mostly = size > 0 and n_neg > size // 2 and float(projections.mean()) < 0
+    if n_low or mostly:
+        mask = low if n_low else projections < -0.01
+        first = _first(np.asarray(mask.get() if hasattr(mask, "get") else mask))
+        count = n_low if n_low else n_neg
+        raise ValueError(f"{name}: {count} of {size} line integrals ({100.0 * count / size:.3g} %) are "
+                         f"{'below -' + format(tolerance, 'g') if n_low else 'negative'} (minimum "
+                         f"{float(projections.min()):.4g}, first at (view, v, u) = {first}); line integrals "
+                         "-log(I/I0) are >= 0 up to noise: is the -log missing or its sign flipped? Set the "
+                         "preprocess parameter clip_negative: true only if the negatives are known to be harmless")
 
 
 def _finite(name: str, x: np.ndarray) -> None:
     bad = ~np.isfinite(x)
     if bad.any():
-        first = tuple(int(i) for i in np.argwhere(bad)[0])
+        first = _first(bad)
         raise ValueError(f"{name} contains {int(bad.sum())} NaN or infinite values (first at index {first})")
 
 
@@ -77,18 +109,32 @@ def flat_dark_correct(counts, *, dark=None, flat) -> np.ndarray:
     return out
 
 
-def log_transform(transmission, *, min_transmission: float = DEFAULT_MIN_TRANSMISSION, clip_negative: bool = False) -> np.ndarray:
+def log_transform(transmission, *, min_transmission: float = DEFAULT_MIN_TRANSMISSION, clip_negative: bool = False,
+                  clip_counts: bool = False) -> np.ndarray:
     """Line integrals ``-log(max(transmission, min_transmission))``, float32.
 
     Args:
         transmission: (n_views, nv, nu) flat/dark corrected intensities.
         min_transmission: floor applied before the log (photon starvation), in (0, 1).
         clip_negative: set negative line integrals (transmission above 1, e.g. noise in air) to 0.
+        clip_counts: clip transmissions at or below zero (counts at or below the dark level) to ``min_transmission``
+            instead of refusing them.
+
+    Raises:
+        ValueError: non-finite values, or transmissions at or below zero without ``clip_counts``.
     """
     if not 0 < min_transmission < 1:
         raise ValueError(f"min_transmission must be in (0, 1), got {min_transmission}")
     t = np.asarray(transmission, dtype=np.float32)
     _finite("transmission", t)
+    dead = t <= 0
+    n_dead = int(np.count_nonzero(dead))
+    if n_dead and not clip_counts:
+        views = np.unique(np.nonzero(dead)[0])
+        raise ValueError(f"{n_dead} pixels ({100.0 * n_dead / t.size:.3g} %) in {views.size} of {t.shape[0]} views have raw "
+                         f"counts at or below the dark level (transmission <= 0), first at (view, v, u) = {_first(dead)}: "
+                         "dead detector pixels, wrong dark frames or total photon starvation. Reconstructing them would "
+                         "streak the volume; set the preprocess parameter clip_counts: true to clip them instead")
     n_clipped = int(np.count_nonzero(t < min_transmission))
     if n_clipped:
         log.warning("%d pixels (%.3g %%) had a transmission below %g and were clipped before -log",
@@ -100,10 +146,10 @@ def log_transform(transmission, *, min_transmission: float = DEFAULT_MIN_TRANSMI
 
 
 def counts_to_line_integrals(counts, *, dark=None, flat, min_transmission: float = DEFAULT_MIN_TRANSMISSION,
-                             clip_negative: bool = False) -> np.ndarray:
+                             clip_negative: bool = False, clip_counts: bool = False) -> np.ndarray:
     """Raw counts with dark/flat frames to (n_views, nv, nu) float32 line integrals (see the module notes)."""
     return log_transform(flat_dark_correct(counts, dark=dark, flat=flat), min_transmission=min_transmission,
-                         clip_negative=clip_negative)
+                         clip_negative=clip_negative, clip_counts=clip_counts)
 
 
 def is_near_parallel(geom: ConeGeometry, tolerance: float = 1e-3) -> bool:

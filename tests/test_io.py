@@ -89,8 +89,10 @@ def test_counts_to_line_integrals_and_errors(rng):
     p = counts_to_line_integrals(counts, dark=dark, flat=flat)
     np.testing.assert_allclose(p, -np.log((counts - 10) / 990), rtol=1e-5)
     starved = counts.copy()
-    starved[0, 0, 0] = 5.0  # below the dark level: clipped, finite
-    assert np.isfinite(counts_to_line_integrals(starved, dark=dark, flat=flat)).all()
+    starved[0, 0, 0] = 5.0  # below the dark level: refused (issue 14), or clipped and finite when asked
+    with pytest.raises(ValueError, match=r"1 pixels .* at or below the dark level .* \(0, 0, 0\)"):
+        counts_to_line_integrals(starved, dark=dark, flat=flat)
+    assert np.isfinite(counts_to_line_integrals(starved, dark=dark, flat=flat, clip_counts=True)).all()
     with pytest.raises(ValueError, match=r"flat field does not exceed the dark field at 1 detector pixels \(first at \(v, u\) = \(1, 2\)\)"):
         bad_flat = flat.copy()
         bad_flat[:, 1, 2] = 5.0

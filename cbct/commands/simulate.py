@@ -46,6 +46,29 @@ def scan_geometry(grid: VolumeGrid, *, n_views: int, dso: float = DEFAULT_DSO, d
                                  n_views=n_views, arc=np.radians(arc_deg))
 
 
+def _check_arguments(*, size: int, fov: float, views: int, arc_deg: float, dso: float, dsd: float, downsample: int,
+                     sparse: int | None, noise: float | None) -> None:
+    """Refuse impossible requests before anything is allocated (each message names the argument)."""
+    def whole(name: str, value: Any, low: int) -> None:
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
+            raise ValueError(f"{name} must be a whole number >= {low}, got {value!r}")
+
+    whole("size", size, 2)
+    whole("views", views, 1)
+    whole("downsample", downsample, 1)
+    if sparse is not None:
+        whole("sparse", sparse, 1)
+    for name, value in (("fov", fov), ("dso", dso), ("dsd", dsd), ("arc_deg", arc_deg)):
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or not np.isfinite(value) or value <= 0:
+            raise ValueError(f"{name} must be a positive number, got {value!r}")
+    if arc_deg > 360:
+        raise ValueError(f"arc_deg must be at most 360, got {arc_deg}")
+    if dsd <= dso:
+        raise ValueError(f"dsd ({dsd} mm) must exceed dso ({dso} mm): the detector lies beyond the rotation axis")
+    if noise is not None and (not isinstance(noise, (int, float)) or isinstance(noise, bool) or not noise > 0):
+        raise ValueError(f"noise (photons per pixel, I0) must be a positive number, got {noise!r}")
+
+
 def _downsample(data: np.ndarray, grid: VolumeGrid, factor: int) -> tuple[np.ndarray, VolumeGrid]:
     if factor == 1:
         return data, grid
@@ -108,10 +131,13 @@ def simulate_scan(
         seed: seeds every random draw (phantom, motion, noise).
         id: scan id.
     """
+    from cbct.io.volume import Volume
+    from cbct.memory import check_memory, simulation_bytes
     from cbct.operators import project
     from cbct.scan import Scan
-    from cbct.io.volume import Volume
 
+    _check_arguments(size=size, fov=fov, views=views, arc_deg=arc_deg, dso=dso, dsd=dsd, downsample=downsample,
+                     sparse=sparse, noise=noise)
     rng = np.random.default_rng(seed)
     meta: dict[str, Any] = {"id": id, "simulated": True, "seed": seed}
     if volume is not None:
@@ -137,6 +163,10 @@ def simulate_scan(
         if phantom not in PHANTOMS:
             raise ValueError(f"phantom must be one of {', '.join(PHANTOMS)}, got {phantom!r}")
         grid = VolumeGrid(size, fov / size)
+        plan = scan_geometry(grid, n_views=views, dso=dso, dsd=dsd, arc_deg=arc_deg)
+        check_memory(simulation_bytes(grid.shape, views, plan.detector_shape),
+                     f"simulating a {size}^3 {phantom} phantom scanned with {views} views of "
+                     f"{plan.detector_shape[0]} x {plan.detector_shape[1]} pixels")
         kind = phantom
         if phantom == "dental":
             try:
@@ -150,6 +180,10 @@ def simulate_scan(
             data = shepp_logan_volume(grid)
     meta["phantom"] = kind
     geom = scan_geometry(grid, n_views=views, dso=dso, dsd=dsd, arc_deg=arc_deg)
+    if kind == "volume":  # the volume is read; its projections are not made yet
+        check_memory(simulation_bytes((1, 1, 1), views, geom.detector_shape),
+                     f"projecting {meta['source_volume']} with {views} views of {geom.detector_shape[0]} x "
+                     f"{geom.detector_shape[1]} pixels")
     acquired = geom
     if motion:
         try:

@@ -219,7 +219,7 @@ def write_dicom_series(
     *,
     mu_water: float = MU_WATER,
     series_description: str = "cbct reconstruction",
-    patient_name: str = "Anonymous",
+    patient_name: str = "Anonymous^",
     patient_id: str = "cbct",
     study_uid: str | None = None,
     overwrite: bool = False,
@@ -272,7 +272,7 @@ def write_dicom_series(
             ds.SeriesInstanceUID = series_uid
             ds.FrameOfReferenceUID = frame_uid
             ds.PositionReferenceIndicator = ""
-            ds.StudyID = ""
+            ds.StudyID = "1"
             ds.AccessionNumber = ""
             ds.ReferringPhysicianName = ""
             ds.StudyDate = ds.SeriesDate = ds.ContentDate = now.strftime("%Y%m%d")
@@ -280,9 +280,10 @@ def write_dicom_series(
             ds.SeriesNumber = 1
             ds.InstanceNumber = k + 1
             ds.SeriesDescription = series_description[:64]
+            ds.PatientPosition = "HFS"  # Type 2C for CT: cbct's world frame is the patient's LPS frame
+            ds.BodyPartExamined = "HEAD"  # dental CBCT; an unpaired part, so Laterality (Type 2C) is absent
             ds.KVP = ""
             ds.AcquisitionNumber = ""
-            ds.Laterality = ""
             ds.ImagePositionPatient = [_ds_number(origin[0]), _ds_number(origin[1]), _ds_number(origin[2] + k * dz)]
             ds.ImageOrientationPatient = ["1", "0", "0", "0", "1", "0"]
             ds.SliceLocation = _ds_number(origin[2] + k * dz)

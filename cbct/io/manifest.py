@@ -5,6 +5,11 @@ Each entry has an ``id`` and either a ``path`` (read with :func:`cbct.io.read_sc
 in it is relative to the manifest). Optional: ``geometry`` (replaces the file's; inline mapping or a YAML file, see
 :func:`cbct.io.geometry_io.geometry_from_dict`), ``volume`` (reconstruction grid), ``sha256`` (verified before
 reading), ``provenance`` (source, license, ...). Relative paths are relative to the manifest file.
+
+Everything is checked when the manifest is loaded, before any scan costs time: every field by type (shapes and
+counts must be whole numbers), inline and file geometries (:data:`GEOMETRY_SCHEMAS`), ``simulate`` arguments
+(:data:`SIMULATE_SCHEMA`), and, when the manifest has a ``root`` (or the caller gives one), that every file lies
+inside it. Errors name the file and the field.
 """
 
 from __future__ import annotations
@@ -20,7 +25,60 @@ from cbct.io.errors import FormatError
 from cbct.pipeline.schema import SchemaError, join_path, validate
 from cbct.pipeline.spec import builtin_dir, load_yaml
 
-__all__ = ["Manifest", "ManifestEntry", "load_manifest", "builtin_manifests", "sha256_file", "ChecksumError"]
+__all__ = ["Manifest", "ManifestEntry", "load_manifest", "builtin_manifests", "sha256_file", "ChecksumError",
+           "OutsideRootError", "SIMULATE_SCHEMA", "GEOMETRY_SCHEMAS"]
+
+_NUM = {"type": "number"}
+_POS = {"type": "number", "exclusiveMinimum": 0}
+_COUNT = {"type": "integer", "minimum": 1}
+_SHAPE3 = {"type": ["integer", "array"], "items": _COUNT, "minItems": 3, "maxItems": 3, "minimum": 1}
+_SIZE3 = {"type": ["number", "array"], "items": _POS, "minItems": 3, "maxItems": 3, "exclusiveMinimum": 0}
+_GRID = {"type": "object", "required": ["shape"], "additionalProperties": False,
+         "properties": {"shape": _SHAPE3, "voxel_size": _SIZE3,
+                        "offset": {"type": "array", "items": _NUM, "minItems": 3, "maxItems": 3}}}
+_DETECTOR = {"type": "array", "items": _COUNT, "minItems": 2, "maxItems": 2}
+GEOMETRY_SCHEMAS: Mapping[str, Mapping[str, Any]] = {
+    "circular": {"type": "object", "additionalProperties": False,
+                 "required": ["dso", "dsd", "detector_shape", "detector_pixel_size", "volume_shape", "voxel_size"],
+                 "properties": {
+                     "type": {"type": "string"}, "dso": _POS, "dsd": _POS, "detector_shape": _DETECTOR,
+                     "detector_pixel_size": {"type": ["number", "array"], "items": _POS, "minItems": 2, "maxItems": 2,
+                                             "exclusiveMinimum": 0},
+                     "volume_shape": _SHAPE3, "voxel_size": _SIZE3, "n_views": _COUNT,
+                     "angles_deg": {"type": "array", "items": _NUM, "minItems": 1}, "arc_deg": _POS,
+                     "start_angle_deg": _NUM, "detector_offset": {"type": "array", "items": _NUM, "minItems": 2, "maxItems": 2},
+                     "volume_offset": {"type": "array", "items": _NUM, "minItems": 3, "maxItems": 3}}},
+    "cone_vec": {"type": "object", "additionalProperties": False, "required": ["detector_shape", "volume"],
+                 "properties": {
+                     "type": {"type": "string"}, "vectors_file": {"type": "string", "minLength": 1},
+                     "vectors": {"type": "array", "minItems": 1,
+                                 "items": {"type": "array", "items": _NUM, "minItems": 12, "maxItems": 12}},
+                     "detector_shape": _DETECTOR, "volume": _GRID,
+                     "angles_deg": {"type": "array", "items": _NUM, "minItems": 1}}},
+}
+"""Schemas of an inline geometry mapping (and of a geometry YAML file), by its ``type``."""
+
+SIMULATE_SCHEMA: Mapping[str, Any] = {
+    "type": "object", "additionalProperties": False,
+    "properties": {
+        "phantom": {"type": ["string", "null"], "enum": ["shepp-logan", "dental", None]},
+        "volume": {"type": "string", "minLength": 1}, "volume_format": {"type": "string"},
+        "volume_options": {"type": "object"}, "scale": _POS,
+        "flip": {"type": "array", "items": {"type": "string", "enum": ["z", "y", "x"]}, "maxItems": 3},
+        "downsample": _COUNT, "size": {"type": "integer", "minimum": 2}, "fov": _POS, "views": _COUNT,
+        "arc_deg": {"type": "number", "exclusiveMinimum": 0, "maximum": 360}, "dso": _POS, "dsd": _POS,
+        "sparse": {"type": ["integer", "null"], "minimum": 1}, "motion": {"type": ["string", "null"]},
+        "max_rotation_deg": {"type": "number", "minimum": 0}, "max_translation_mm": {"type": "number", "minimum": 0},
+        "noise": {"type": ["number", "null"], "exclusiveMinimum": 0}, "electronic_sigma": {"type": "number", "minimum": 0},
+        "raw": {"type": "boolean"}, "metal": {"type": "boolean"}, "seed": {"type": "integer", "minimum": 0},
+        "id": {"type": "string"},
+    },
+}
+"""Schema of a manifest entry's ``simulate`` mapping (the arguments of ``simulate_scan``)."""
+
+
+class OutsideRootError(SchemaError):
+    """A manifest names a file outside the folder its scans are confined to."""
 
 
 class ChecksumError(FormatError):
@@ -56,6 +114,8 @@ class ManifestEntry:
     simulate: Mapping[str, Any] | None = None
     provenance: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     description: str = ""
+    spec: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    """The entry as the manifest wrote it (part of each result's fingerprint)."""
 
     def verify(self) -> None:
         """Check that the input exists and matches its sha256 (``FileNotFoundError`` / :class:`ChecksumError`)."""
@@ -106,6 +166,7 @@ class ManifestEntry:
             if isinstance(doc, str):
                 gpath = _resolve(self.base_dir, doc)
                 doc, base, where = load_yaml(gpath, "geometry"), gpath.parent, str(gpath)
+                _check_geometry(doc, where, "")
             geom = geometry_from_dict(doc, where, base)
         if self.volume is not None:
             geom = geom.with_volume(grid_from_dict(self.volume, f"{self.where}.volume"))
@@ -160,8 +221,38 @@ def builtin_manifests() -> dict[str, pathlib.Path]:
     return {p.stem: p for p in sorted(builtin_dir("manifests").glob("*.yaml")) if p.stem != "schema"}
 
 
-def load_manifest(ref: str | os.PathLike) -> Manifest:
-    """Read and validate a manifest file (or a built-in one by name); errors name the file and field."""
+def _check_geometry(doc: Any, where: str, at: str) -> None:
+    """Validate a geometry mapping against :data:`GEOMETRY_SCHEMAS` (errors name ``where`` and the field ``at``)."""
+    if not isinstance(doc, Mapping):
+        raise SchemaError(f"{where}: {at or '(top level)'}: expected a geometry mapping, got {type(doc).__name__}", at)
+    kind = doc.get("type")
+    if kind not in GEOMETRY_SCHEMAS:
+        field = join_path(at, "type")
+        raise SchemaError(f"{where}: {field}: must be 'circular' or 'cone_vec', got {kind!r}", field)
+    validate(doc, GEOMETRY_SCHEMAS[kind], where, at)
+    if kind == "circular" and ("n_views" in doc) == ("angles_deg" in doc):
+        raise SchemaError(f"{where}: {at or '(top level)'}: give exactly one of n_views and angles_deg", at)
+    if kind == "cone_vec" and ("vectors_file" in doc) == ("vectors" in doc):
+        raise SchemaError(f"{where}: {at or '(top level)'}: give exactly one of vectors_file and vectors", at)
+
+
+def _inside(path: pathlib.Path, roots: list[pathlib.Path], where: str, field: str) -> None:
+    real = pathlib.Path(os.path.realpath(path))
+    for root in roots:
+        if real != root and root not in real.parents:
+            link = real != pathlib.Path(os.path.normpath(path.absolute()))
+            raise OutsideRootError(f"{where}: {field}: {path} is outside the root folder {root}"
+                                   f"{' (through a symbolic link: it resolves to ' + str(real) + ')' if link else ''}; "
+                                   "scans of this manifest are confined to it", field)
+
+
+def load_manifest(ref: str | os.PathLike, *, root: str | os.PathLike | None = None) -> Manifest:
+    """Read and validate a manifest file (or a built-in one by name); errors name the file and field.
+
+    Args:
+        ref: the manifest file, or the name of a built-in one.
+        root: confine every file the manifest names to this folder (in addition to the manifest's own ``root``).
+    """
     path = pathlib.Path(ref)
     if not path.is_file():
         shipped = builtin_manifests()
@@ -173,6 +264,12 @@ def load_manifest(ref: str | os.PathLike) -> Manifest:
     where = str(path)
     validate(doc, _schema(), where)
     base = path.resolve().parent
+    roots = [pathlib.Path(os.path.realpath(_resolve(base, doc["root"])))] if "root" in doc else []
+    if root is not None:
+        roots.append(pathlib.Path(os.path.realpath(os.path.expanduser(root))))
+    for r in roots:
+        if not r.is_dir():
+            raise FileNotFoundError(f"{where}: root folder not found: {r}")
     entries = []
     seen: dict[str, int] = {}
     for i, item in enumerate(doc["scans"]):
@@ -184,11 +281,33 @@ def load_manifest(ref: str | os.PathLike) -> Manifest:
             raise SchemaError(f"{where}: {at}: give exactly one of path and simulate", at)
         if "simulate" in item and ("format" in item or "options" in item):
             raise SchemaError(f"{where}: {at}: format and options apply to files, not to simulate entries", at)
+        files: list[tuple[str, pathlib.Path]] = []
+        if "path" in item:
+            files.append((f"{at}.path", _resolve(base, item["path"])))
+        if "simulate" in item:
+            validate(item["simulate"], SIMULATE_SCHEMA, where, f"{at}.simulate")
+            if "volume" in item["simulate"]:
+                files.append((f"{at}.simulate.volume", _resolve(base, item["simulate"]["volume"])))
+        geometry = item.get("geometry")
+        if isinstance(geometry, Mapping):
+            _check_geometry(geometry, where, f"{at}.geometry")
+            if "vectors_file" in geometry:
+                files.append((f"{at}.geometry.vectors_file", _resolve(base, geometry["vectors_file"])))
+        elif isinstance(geometry, str):
+            gpath = _resolve(base, geometry)
+            files.append((f"{at}.geometry", gpath))
+        for field, file in files:
+            _inside(file, roots, where, field)
+        if isinstance(geometry, str) and gpath.is_file():
+            gdoc = load_yaml(gpath, "geometry")
+            _check_geometry(gdoc, str(gpath), "")
+            if isinstance(gdoc, Mapping) and "vectors_file" in gdoc:
+                _inside(_resolve(gpath.parent, gdoc["vectors_file"]), roots, str(gpath), "vectors_file")
         entries.append(ManifestEntry(
             id=item["id"], where=f"{where}: {at}", base_dir=base,
             path=_resolve(base, item["path"]) if "path" in item else None,
-            format=item.get("format"), options=item.get("options", {}), geometry=item.get("geometry"),
+            format=item.get("format"), options=item.get("options", {}), geometry=geometry,
             volume=item.get("volume"), sha256=item.get("sha256"), simulate=item.get("simulate"),
-            provenance=item.get("provenance", {}), description=item.get("description", ""),
+            provenance=item.get("provenance", {}), description=item.get("description", ""), spec=item,
         ))
     return Manifest(path, doc.get("name", path.stem), doc.get("description", ""), tuple(entries))

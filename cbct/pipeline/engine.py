@@ -6,7 +6,7 @@ import dataclasses
 import logging
 import os
 import pathlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
@@ -103,6 +103,8 @@ def run_pipeline(
     *,
     out_dir: str | os.PathLike | None = None,
     trace: str | os.PathLike | None = None,
+    allow_any_stage: bool = False,
+    on_stage: Callable[[int, int, str], None] | None = None,
 ) -> PipelineResult:
     """Run ``pipeline`` on ``scan``.
 
@@ -113,6 +115,9 @@ def run_pipeline(
         profile: measure GPU time, GUPS and memory per stage (``result.profile``); wall times are always kept.
         out_dir: folder for export stages.
         trace: write a PyTorch profiler Chrome trace to this file (implies ``profile``).
+        allow_any_stage: let stages be arbitrary ``module:function`` references (not only registered or installed
+            ones; see :mod:`cbct.pipeline.registry`).
+        on_stage: called as ``on_stage(index, count, label)`` before each stage (progress reporting).
 
     Raises:
         SchemaError / ImportError: the pipeline is invalid or a stage cannot be imported (before any stage runs).
@@ -121,7 +126,7 @@ def run_pipeline(
     from cbct.scan import Scan
 
     pipe = load_pipeline(pipeline)
-    steps = pipe.resolve()
+    steps = pipe.resolve(allow_any_stage=allow_any_stage)
     device = check_device(device)
     if isinstance(scan, (str, os.PathLike)):
         scan = Scan.read(scan)
@@ -139,6 +144,8 @@ def run_pipeline(
         for i, (stage, fn) in enumerate(steps):
             label = stage.name
             log.info("scan %s: stage %d/%d %s", scan_id, i + 1, len(steps), label)
+            if on_stage is not None:
+                on_stage(i, len(steps), label)
             try:
                 with profiler.stage(label) as record:
                     new_state = fn(state, **stage.params)

@@ -1,5 +1,10 @@
 """The stage registry: stage names to ``"module:function"`` references, imported only when a pipeline uses them.
 
+Stages a pipeline may name: the registered ones (:data:`STAGES`) and those installed through the ``cbct.stages``
+entry-point group (a package declares ``entry_points={"cbct.stages": ["denoise = mypkg.stages:denoise"]}``).
+Any other ``"module:function"`` reference imports and runs arbitrary installed code, so it is refused unless the
+caller opts in (``allow_any_stage=True``, ``cbct run --allow-any-stage``). Callables given from Python always run.
+
 A stage is ``fn(state: PipelineState, **params) -> PipelineState``. A stage function may carry a ``params_schema``
 attribute (a JSON-Schema ``object`` for its parameters) that pipeline validation checks; otherwise parameter names
 are checked against its signature.
@@ -7,15 +12,27 @@ are checked against its signature.
 
 from __future__ import annotations
 
+import functools
 import importlib
+import importlib.metadata
 import inspect
+import logging
 from collections.abc import Callable, Mapping
 from types import MappingProxyType
 from typing import Any
 
 from cbct.pipeline.schema import SchemaError, join_path, validate
 
-__all__ = ["STAGES", "StageFunction", "resolve_stage", "check_stage_params", "stage_reference"]
+log = logging.getLogger(__name__)
+
+__all__ = ["STAGES", "StageFunction", "StageNotAllowedError", "resolve_stage", "check_stage_params", "stage_reference",
+           "installed_stages", "ENTRY_POINT_GROUP"]
+
+ENTRY_POINT_GROUP = "cbct.stages"
+
+
+class StageNotAllowedError(SchemaError):
+    """A pipeline names a ``module:function`` stage that is neither registered nor installed, without opt-in."""
 
 StageFunction = Callable[..., Any]
 
@@ -30,25 +47,49 @@ STAGES: Mapping[str, str] = MappingProxyType({
 })
 
 
+@functools.lru_cache(maxsize=1)
+def installed_stages() -> Mapping[str, str]:
+    """Stages installed by other packages through the ``cbct.stages`` entry-point group: name → reference."""
+    found: dict[str, str] = {}
+    for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+        if ep.name in STAGES:
+            log.warning("entry point %s = %s ignored: %r is a built-in stage", ep.name, ep.value, ep.name)
+            continue
+        found[ep.name] = ep.value
+    return MappingProxyType(found)
+
+
 def stage_reference(stage: str, where: str = "") -> str:
-    """The ``"module:function"`` reference of a registered name or of a reference given as such."""
+    """The ``"module:function"`` reference of a registered or installed name, or of a reference given as such."""
     if stage in STAGES:
         return STAGES[stage]
+    installed = installed_stages()
+    if stage in installed:
+        return installed[stage]
     module, sep, func = stage.partition(":")
     if sep and module and func.isidentifier():
         return stage
     prefix = f"{where}: " if where else ""
-    raise SchemaError(f"{prefix}unknown stage {stage!r}; registered stages: {', '.join(STAGES)} "
-                      "(or give a 'package.module:function' reference)", where)
+    extra = f"; installed: {', '.join(installed)}" if installed else ""
+    raise SchemaError(f"{prefix}unknown stage {stage!r}; registered stages: {', '.join(STAGES)}{extra} "
+                      "(or a 'package.module:function' reference, which needs allow_any_stage)", where)
 
 
-def resolve_stage(stage: str | StageFunction, where: str = "") -> StageFunction:
-    """The stage function for a registered name, a ``"module:function"`` reference or a callable."""
+def resolve_stage(stage: str | StageFunction, where: str = "", *, allow_any_stage: bool = False) -> StageFunction:
+    """The stage function for a registered or installed name, a callable, or (with ``allow_any_stage``) any
+    ``"module:function"`` reference; a reference without opt-in raises :class:`StageNotAllowedError` before
+    anything is imported."""
     if callable(stage):
         return stage
     ref = stage_reference(stage, where)
-    module_name, _, func_name = ref.partition(":")
     prefix = f"{where}: " if where else ""
+    if stage not in STAGES and stage not in installed_stages() and not allow_any_stage:
+        raise StageNotAllowedError(
+            f"{prefix}stage {stage!r} is neither a registered stage ({', '.join(STAGES)}) nor one installed through "
+            f"the '{ENTRY_POINT_GROUP}' entry-point group; running an arbitrary 'module:function' imports and calls "
+            "any installed code, so it needs an explicit opt-in (allow_any_stage=True, cbct run --allow-any-stage)",
+            where)
+    module_name, _, func_name = ref.partition(":")
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:

@@ -52,6 +52,9 @@ def load_yaml(path: str | os.PathLike, what: str) -> Any:
     try:
         with open(path, encoding="utf-8") as f:
             return yaml.safe_load(f)
+    except UnicodeDecodeError as exc:
+        raise SchemaError(f"{path}: not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset {exc.start}); "
+                          f"save the {what} file as UTF-8") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
@@ -164,13 +167,16 @@ class Pipeline:
         text = json.dumps(self.to_dict()["stages"], sort_keys=True, default=str)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
-    def resolve(self) -> list[tuple[Stage, Callable[..., Any]]]:
-        """Import every stage and check its parameters; errors name the stage and parameter."""
+    def resolve(self, *, allow_any_stage: bool = False) -> list[tuple[Stage, Callable[..., Any]]]:
+        """Import every stage and check its parameters; errors name the stage and parameter.
+
+        ``allow_any_stage`` lets stages be arbitrary ``module:function`` references (see :mod:`cbct.pipeline.registry`).
+        """
         where = self.source or f"pipeline {self.name!r}"
         out = []
         for i, stage in enumerate(self.stages):
             path = join_path("stages", i)
-            fn = resolve_stage(stage.stage, f"{where}: {path}")
+            fn = resolve_stage(stage.stage, f"{where}: {path}", allow_any_stage=allow_any_stage)
             check_stage_params(fn, stage.params, where, f"{path}.params")
             out.append((stage, fn))
         return out

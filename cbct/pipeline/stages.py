@@ -47,17 +47,28 @@ def to_host(x: Any) -> Any:
 
 
 # ---------------------------------------------------------------------------------------------------- preprocess
-def preprocess_stage(state: PipelineState, *, min_transmission: float = 1e-6, clip_negative: bool = False) -> PipelineState:
-    """Raw counts → line integrals (dark/flat correction, ``-log`` with clipping); line integrals pass through
-    after a finiteness check. The raw data is dropped from the state once converted. The projections are left on
-    the run's device (``state.extras["device"]``), so later stages find them where they will run."""
-    from cbct.preprocess import counts_to_line_integrals
+def preprocess_stage(state: PipelineState, *, min_transmission: float = 1e-6, clip_negative: bool = False,
+                     clip_counts: bool = False) -> PipelineState:
+    """Raw counts → line integrals (dark/flat correction, ``-log``); line integrals pass through after a check that
+    they are finite and not clearly below zero (:func:`cbct.preprocess.check_line_integrals`). The raw data is
+    dropped from the state once converted. The projections are left on the run's device (``state.extras["device"]``),
+    so later stages find them where they will run.
+
+    Args:
+        min_transmission: floor of the transmission before the log.
+        clip_negative: set negative line integrals to 0 (instead of refusing clearly negative ones).
+        clip_counts: clip raw counts at or below the dark level (instead of refusing them).
+    """
+    from cbct.preprocess import check_line_integrals, counts_to_line_integrals
 
     device = state.extras.get("device", "cpu")
     counts = state.raw.get("counts") if state.raw else None
     if counts is not None:
         proj = counts_to_line_integrals(counts, dark=state.raw.get("dark"), flat=state.raw.get("flat"),
-                                        min_transmission=min_transmission, clip_negative=clip_negative)
+                                        min_transmission=min_transmission, clip_negative=clip_negative,
+                                        clip_counts=clip_counts)
+        if not clip_negative:
+            check_line_integrals(proj, name="line integrals from the raw counts")
         return state.replace(projections=to_device(proj, device), raw={},
                              metadata={**state.metadata, "preprocessed": "dark/flat, -log"})
     if state.projections is None:
@@ -70,13 +81,15 @@ def preprocess_stage(state: PipelineState, *, min_transmission: float = 1e-6, cl
     proj = to_device(state.projections, device)
     if clip_negative:
         proj = proj.clip(0.0, None)
+    else:
+        check_line_integrals(proj)
     return state.replace(projections=proj)
 
 
 preprocess_stage.params_schema = {
     "type": "object", "additionalProperties": False,
     "properties": {"min_transmission": {"type": "number", "exclusiveMinimum": 0, "maximum": 0.5},
-                   "clip_negative": {"type": "boolean"}},
+                   "clip_negative": {"type": "boolean"}, "clip_counts": {"type": "boolean"}},
 }
 
 
@@ -125,6 +138,11 @@ def fdk_stage(
     if complete_half_scan:
         log.info("parallel-beam half scan: completing it to a full circle (views at theta + pi)")
         proj, recon_geom = complete_parallel_half_scan(proj, geom)
+    from cbct.memory import check_memory, fdk_bytes
+
+    check_memory(fdk_bytes(grid.shape, recon_geom.n_views, recon_geom.detector_shape),
+                 f"FDK of a {'x'.join(map(str, grid.shape))} volume from {recon_geom.n_views} views of "
+                 f"{recon_geom.detector_shape[0]} x {recon_geom.detector_shape[1]} pixels", device=device)
     volume = fdk(proj, recon_geom, filter=filter, cutoff=cutoff, short_scan=short_scan, offset_detector=offset_detector)
     extras = {**state.extras, "voxel_updates": int(np.prod(grid.shape)) * recon_geom.n_views}
     return state.replace(volume=volume, geometry=geom, extras=extras)
@@ -238,6 +256,8 @@ def export_stage(
         log.info("wrote %s", path)
     return state.replace(extras={**state.extras, "outputs": outputs})
 
+
+export_stage.writes_outputs = True  # a batch pipeline needs at least one stage that saves its result
 
 export_stage.params_schema = {
     "type": "object", "additionalProperties": False,
