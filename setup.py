@@ -28,11 +28,12 @@ setup(
         "gpu": ["cupy-cuda12x>=13.0"],  # CUDA 12 drivers
         "gpu-cuda13": ["cupy-cuda13x>=14.0"],  # CUDA 13 drivers
         "torch": ["torch>=2.1"],
+        "ray": ["ray>=2.9,<3"],  # cbct run --executor ray (Ray core)
         # CuPy >= 14 imports without a driver and loads NVRTC from the nvidia-cuda-nvrtc-cu12 wheel (through
         # cuda-pathfinder): tests/test_nvrtc.py compiles the kernels with it and tests/test_cupy_api.py checks
         # cbct's CuPy calls against the real API, no GPU needed
         "test": ["pytest>=7.0", "torch>=2.1", "scikit-image>=0.21", "itk-rtk>=2.5", "cupy-cuda12x>=14.0",
-                 "nvidia-cuda-nvrtc-cu12>=12.0"],
+                 "nvidia-cuda-nvrtc-cu12>=12.0", "ray>=2.9,<3"],
     },
     entry_points={"console_scripts": ["cbct=cbct.cli:main"]},
 )

@@ -5,9 +5,11 @@ from cbct.geometry import ConeGeometry, VolumeGrid
 from cbct.operators import backproject, project, segmented_backproject
 from cbct.pipeline import Pipeline, PipelineResult, Stage, load_pipeline, run_pipeline
 from cbct.scan import Scan
+from cbct.batch import run_batch
 
 __version__ = "0.1.0"
 __all__ = [
     "ConeGeometry", "VolumeGrid", "project", "backproject", "segmented_backproject", "fdk", "fdk_filter",
     "Scan", "Pipeline", "Stage", "PipelineResult", "load_pipeline", "run_pipeline",
+    "run_batch",
 ]

@@ -50,7 +50,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not hasattr(args, "func"):
         parser.print_help()
         return 2
+    from cbct.batch.store import LockedError
     from cbct.io.errors import FormatError
+    from cbct.memory import InsufficientMemoryError
     from cbct.pipeline.schema import SchemaError
 
     try:
@@ -58,7 +60,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("cbct: interrupted", file=sys.stderr)
         return 130
-    except (SchemaError, FileNotFoundError, FileExistsError, FormatError, KeyError, ImportError) as exc:
+    except (SchemaError, FileNotFoundError, FileExistsError, FormatError, KeyError, ImportError,
+            InsufficientMemoryError, LockedError) as exc:
         if args.verbose > 1:
             raise
         print(f"cbct {args.command_name}: error: {exc}", file=sys.stderr)

@@ -55,12 +55,12 @@ def test_batch_isolates_failures_and_resumes(tmp_path, scans, capsys):
     summary = _summary(capsys)
     status = {s["id"]: s for s in summary["scans"]}
     assert [s["id"] for s in summary["scans"]] == ["truncated", "mismatch", "good"]
-    assert summary["counts"] == {"ok": 1, "skipped": 0, "failed": 2}
+    assert summary["counts"] == {"ok": 1, "skipped": 0, "failed": 2, "pending": 0}
     assert status["good"]["status"] == "ok"
     assert "truncated.h5" in status["truncated"]["error"] and "truncated or corrupt" in status["truncated"]["error"]
     assert "mismatch.h5" in status["mismatch"]["error"] and "do not match" in status["mismatch"]["error"]
     # only the finished scan has an output folder; nothing half-written, no temporary leftovers
-    assert sorted(p.name for p in out.iterdir()) == ["good", "pipeline.json", "summary.json"]
+    assert sorted(p.name for p in out.iterdir()) == [".cbct", "good", "pipeline.json", "summary.json"]
     good = out / "good"
     assert sorted(p.name for p in good.iterdir()) == ["result.json", "volume.h5", "volume.nii.gz", "volume.png", "volume_dicom"]
     record = json.loads((good / "result.json").read_text())
@@ -80,16 +80,24 @@ def test_batch_isolates_failures_and_resumes(tmp_path, scans, capsys):
     # --force redoes it; --only limits the batch: exit 0 when nothing failed; --profile keeps the measurements
     assert main(["run", str(manifest), "-p", "fdk", "-o", str(out), "--only", "good", "--force", "--profile",
                  "--no-progress"]) == 0
-    assert _summary(capsys)["counts"] == {"ok": 1, "skipped": 0, "failed": 0}
+    assert _summary(capsys)["counts"] == {"ok": 1, "skipped": 0, "failed": 0, "pending": 0}
     assert (good / "volume.h5").stat().st_mtime_ns != mtime
     profile = json.loads((good / "result.json").read_text())["profile"]
     assert [s["name"] for s in profile["stages"]] == ["preprocess", "fdk", "export"] and profile["stages"][1]["gups"] > 0
 
-    # another pipeline into the same folder does not silently mix results
+    # another pipeline into the same folder: the result's fingerprint no longer matches, so it is recomputed
     other = tmp_path / "other.yaml"
     other.write_text(yaml.safe_dump({"name": "other", "stages": [{"stage": "fdk"}, {"stage": "export"}]}))
-    assert main(["run", str(manifest), "-p", str(other), "-o", str(out), "--only", "good", "--no-progress"]) == 1
-    assert "holds results of another pipeline" in _summary(capsys)["scans"][0]["error"]
+    assert main(["run", str(manifest), "-p", str(other), "-o", str(out), "--only", "good", "--no-progress"]) == 0
+    item = _summary(capsys)["scans"][0]
+    assert item["status"] == "ok" and item["reason"] == "recomputed: pipeline changed"
+    assert json.loads((good / "result.json").read_text())["pipeline"] == "other"
+    # a folder that is not a cbct result is never replaced without --force
+    (out / "truncated").mkdir()
+    (out / "truncated" / "notes.txt").write_text("mine")
+    assert main(["run", str(manifest), "-p", str(other), "-o", str(out), "--only", "truncated", "--no-progress"]) == 1
+    assert "holds no finished cbct result" in _summary(capsys)["scans"][0]["error"]
+    assert (out / "truncated" / "notes.txt").read_text() == "mine"
 
 
 def test_checksum_missing_file_and_bad_geometry_entries(tmp_path, scans, capsys):
@@ -108,7 +116,7 @@ def test_checksum_missing_file_and_bad_geometry_entries(tmp_path, scans, capsys)
     assert "sha256 mismatch" in errors["bad_sum"] and "good.h5" in errors["bad_sum"]
     assert "file not found" in errors["missing"] and "no/such/scan.h5" in errors["missing"]
     assert "do not match" in errors["wrong_geometry"] and "scans[2]" in errors["wrong_geometry"]
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["pipeline.json", "summary.json"]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [".cbct", "pipeline.json", "summary.json"]
 
 
 @pytest.mark.parametrize("manifest_doc, pipeline, message", [
