@@ -104,6 +104,9 @@ def test_gpu_path_on_the_emulated_device(emulated_cp, rng):
     for kind in ("FDK", "matched"):
         np.testing.assert_allclose(cp.asnumpy(tigre.Atb(cp.asarray(p), geo, angles, kind)),
                                    tigre.Atb(p, geo, angles, kind), rtol=1e-3, atol=1e-3)
+    noisy = CTnoise.add(cp.asarray(p), Poisson=1e5, rng=0)
+    assert isinstance(noisy, cp.ndarray)
+    np.testing.assert_array_equal(cp.asnumpy(noisy), CTnoise.add(p, Poisson=1e5, rng=0))
     rec = algs.sirt(cp.asarray(p), geo, angles, 3, verbose=False)
     assert isinstance(rec, cp.ndarray)
     np.testing.assert_allclose(cp.asnumpy(rec), algs.sirt(p, geo, angles, 3), rtol=1e-3, atol=1e-5)

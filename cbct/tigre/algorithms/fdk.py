@@ -22,7 +22,8 @@ def fdk(proj, geo, angles, filter=None, verbose: bool = False, gpuids=None, dowa
     """FDK of ``proj`` (float32 ``(len(angles), nv, nu)``, NumPy or CuPy) → ``geo.nVoxel`` volume in mm⁻¹.
 
     Args:
-        filter: TIGRE's ``"ram_lak"`` (default), ``"shepp_logan"``, ``"cosine"``, ``"hamming"``, ``"hann"``.
+        filter: TIGRE's ``"ram_lak"`` (default), ``"shepp_logan"``, ``"cosine"``, ``"hamming"``, ``"hann"``; when None,
+            ``geo.filter`` if the geometry sets one (as TIGRE).
         dowang: force Wang's offset-detector weights; without it they are applied when the detector is displaced
             by more than 5 % of its fan (cbct's rule).
         verbose, gpuids: accepted for TIGRE's scripts; progress goes to logging, the device is the data's.
@@ -33,6 +34,8 @@ def fdk(proj, geo, angles, filter=None, verbose: bool = False, gpuids=None, dowa
     extra = set(kwargs) - {"cutoff", "short_scan", "offset_detector"}
     if extra:
         raise TypeError(f"fdk got unexpected keyword arguments {sorted(extra)}")
+    if filter is None:
+        filter = geo.get("filter") if isinstance(geo, dict) else getattr(geo, "filter", None)
     if filter not in FILTER_NAMES:
         raise ValueError(f"filter must be one of {sorted(k for k in FILTER_NAMES if k)} or None, got {filter!r}")
     if dowang:

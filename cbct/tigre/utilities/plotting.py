@@ -8,7 +8,6 @@ logged and returned, so TIGRE's demos run headless.
 
 from __future__ import annotations
 
-import itertools
 import logging
 import os
 import pathlib
@@ -20,7 +19,6 @@ __all__ = ["plotimg", "plotImg", "plotproj", "plotProj", "PLOT_DIR_VAR"]
 log = logging.getLogger("cbct.tigre")
 PLOT_DIR_VAR = "CBCT_TIGRE_PLOT_DIR"
 MAX_TILES = 64
-_counter = itertools.count(1)
 
 
 def _host(x) -> np.ndarray:
@@ -81,7 +79,7 @@ def _output(frames: list[np.ndarray], kind: str, savegif, savefig):
             pass
         folder = pathlib.Path(os.environ.get(PLOT_DIR_VAR, "tigre-plots"))
         folder.mkdir(parents=True, exist_ok=True)
-        savefig = folder / f"{kind}_{next(_counter):03d}.png"
+        savefig = next(folder / f"{kind}_{k:03d}.png" for k in range(1, 10**6) if not (folder / f"{kind}_{k:03d}.png").exists())
     path = pathlib.Path(savefig)
     Image.fromarray(sheet).save(path)
     log.info("%s: wrote %s", kind, path)
