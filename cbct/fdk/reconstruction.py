@@ -2,7 +2,8 @@
 
 ``f(x) = sum_i dbeta_i * (DSO_i / depth_i(x))**2 * q_i(u(x), v(x))`` with the filtered projections
 ``q_i = W_i * (DSD_i / DSO_i) * du * ramp * (cos_i * p_i)``: cosine pre-weights ``cos_i`` about the central ray,
-redundancy weights ``W_i`` (0.5 for a full scan; Parker for a short scan; Wang for a displaced detector), the
+redundancy weights ``W_i`` (0.5 for a full scan; Parker for a short scan; 1/2 to 1 per ray for a full circle with
+holes; Wang for a displaced detector), the
 angular weight ``dbeta_i`` of each view and a ramp filter along detector rows. A displaced detector is zero padded
 on its truncated side before filtering and the padded detector is backprojected, as RTK does.
 """
@@ -17,7 +18,7 @@ import numpy as np
 from cbct._checks import check_array, check_geometry
 from cbct.backend import array_module
 from cbct.fdk.filters import padded_length, ramp_filter_rows, ramp_response
-from cbct.fdk.weights import cosine_weights, redundancy_weights, scan_coverage, uses_offset_weights
+from cbct.fdk.weights import cosine_weights, geometry_coverage, redundancy_weights, uses_offset_weights
 from cbct.geometry import ConeGeometry
 from cbct.operators import backproject_fdk_trusted
 
@@ -52,7 +53,7 @@ def plan_fdk_filter(
     offset_detector: bool | None = None,
 ) -> FDKFilterPlan:
     """Weights, padding and ramp response for FDK on ``geom`` (see :func:`fdk` for the arguments)."""
-    coverage = scan_coverage(geom.angles)
+    coverage = geometry_coverage(geom, short_scan=short_scan)
     redundancy = redundancy_weights(geom, short_scan=short_scan, offset_detector=offset_detector)
     dsd, dso = geom.source_detector_distances(), geom.source_origin_distances()
     du = geom.pixel_sizes()[:, 1]
@@ -119,7 +120,9 @@ def fdk(
         geom: the acquisition geometry; ``geom.angles`` give the angular weights (non-uniform angles work).
         filter: ramp window: ``"ram-lak"``, ``"shepp-logan"``, ``"cosine"``, ``"hamming"`` or ``"hann"``.
         cutoff: window frequency scaling in (0, 1]; frequencies above ``cutoff`` × Nyquist are removed.
-        short_scan: Parker weights; ``None`` detects a short scan (largest angular gap over 20°).
+        short_scan: Parker weights; ``None`` decides from the angles: one arc shorter than 180° + fan + 20° is a
+            short scan (Parker), a full circle with holes gets per-ray hole weights, a full scan 1/2
+            (:func:`cbct.fdk.weights.scan_coverage`); ``True`` forces Parker, ``False`` forbids it.
         offset_detector: offset-detector (half-fan) weights; ``None`` applies them when the detector is
             displaced by more than 5 % of its fan.
 
