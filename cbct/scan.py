@@ -42,6 +42,10 @@ class Scan:
         flat: flat (open beam) frames (n, nv, nu) or (nv, nu); required with ``counts``.
         metadata: JSON-serialisable description: ``id``, source, units, provenance, ...
         reference: optional ground-truth volume (simulated scans).
+        target_angles: (n_target,) float64 gantry angles (radians) of the complete scan that view completion
+            (sparse view) fills in, holding every acquired angle (within ``cbct.bbc.angles.ANGLE_TOLERANCE``),
+            or ``None``. ``metadata["sparse_step"] = s`` is a shortcut for a scan thinned to every ``s``-th view:
+            it fills this with the acquired angles made ``s`` times denser (``cbct.bbc.angles.dense_angles``).
     """
 
     geometry: ConeGeometry
@@ -51,6 +55,7 @@ class Scan:
     flat: np.ndarray | None = None
     metadata: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     reference: Volume | None = None
+    target_angles: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         name = f"scan '{self.id}'"
@@ -93,6 +98,26 @@ class Scan:
         if self.reference is not None and self.reference.grid.shape != self.geometry.volume.shape:
             raise ScanError(f"{name}: reference volume shape {self.reference.grid.shape} differs from the geometry's "
                             f"volume grid {self.geometry.volume.shape}")
+        object.__setattr__(self, "target_angles", self._checked_target_angles(name))
+
+    def _checked_target_angles(self, name: str) -> np.ndarray | None:
+        """``target_angles`` validated against the acquired angles, or filled from ``metadata["sparse_step"]``."""
+        from cbct.bbc.angles import check_target_angles, dense_angles
+
+        target = self.target_angles
+        if target is None:
+            step = self.metadata.get("sparse_step")
+            if step is None:
+                return None
+            if isinstance(step, bool) or not isinstance(step, (int, float, np.number)) or step < 1 or int(step) != step:
+                raise ScanError(f"{name}: metadata['sparse_step'] must be a positive integer, got {step!r}")
+            target = dense_angles(self.geometry.angles, int(step))
+        try:
+            target = check_target_angles(self.geometry.angles, target, name="target_angles")
+        except ValueError as exc:
+            raise ScanError(f"{name}: {exc}") from None
+        target.setflags(write=False)
+        return target
 
     # ------------------------------------------------------------------ constructors
     @classmethod
@@ -106,9 +131,11 @@ class Scan:
         flat: np.ndarray | None = None,
         metadata: Mapping[str, Any] | None = None,
         reference: Volume | None = None,
+        target_angles: np.ndarray | None = None,
     ) -> Scan:
-        """A scan from in-memory arrays (validated: shapes against the geometry, finite values)."""
-        return cls(geometry, projections, counts, dark, flat, dict(metadata or {}), reference)
+        """A scan from in-memory arrays (validated: shapes against the geometry, finite values, target angles
+        holding the acquired ones)."""
+        return cls(geometry, projections, counts, dark, flat, dict(metadata or {}), reference, target_angles)
 
     @classmethod
     def read(cls, path: str | os.PathLike, format: str | None = None, **options: Any) -> Scan:
@@ -155,15 +182,28 @@ class Scan:
         """A copy with metadata entries added or replaced."""
         return dataclasses.replace(self, metadata={**self.metadata, **changes})
 
+    @property
+    def missing_views(self) -> np.ndarray:
+        """(n_missing,) indices into ``target_angles`` of the views not acquired (empty without a target)."""
+        if self.target_angles is None:
+            return np.zeros(0, np.int64)
+        from cbct.bbc.angles import ANGLE_TOLERANCE
+
+        diff = np.abs(np.angle(np.exp(1j * (self.target_angles[:, None] - self.geometry.angles[None, :]))))
+        return np.flatnonzero(diff.min(axis=1) > ANGLE_TOLERANCE)
+
     def to_state(self) -> PipelineState:
-        """The pipeline state a run starts from."""
+        """The pipeline state a run starts from (``extras["target_angles"]`` when the scan has them)."""
         from cbct.pipeline.state import PipelineState
 
         raw = {} if self.counts is None else {"counts": self.counts, "dark": self.dark, "flat": self.flat}
         extras = {} if self.reference is None else {"reference": self.reference}
+        if self.target_angles is not None:
+            extras["target_angles"] = self.target_angles
         return PipelineState(geometry=self.geometry, projections=self.projections, raw=raw,
                              metadata=dict(self.metadata), extras=extras)
 
     def __repr__(self) -> str:
         kind = "counts" if self.is_raw else "projections"
-        return f"Scan(id={self.id!r}, {kind}={self.geometry.projection_shape}, geometry={self.geometry!r})"
+        target = "" if self.target_angles is None else f", target_angles=<{self.target_angles.size} angles>"
+        return f"Scan(id={self.id!r}, {kind}={self.geometry.projection_shape}{target}, geometry={self.geometry!r})"

@@ -211,6 +211,37 @@ def test_stages_run_end_to_end(tmp_path, small_geometry):
         completion_stage(state, weights=flow_w, factor=4, bogus=1)
 
 
+def test_completion_stage_completes_to_the_scan_target(tmp_path, small_geometry):
+    """Any acquired pattern (uneven, random, with a hole) completes to exactly the angles the scan states."""
+    from cbct.bbc.stage import completion_stage
+    from cbct.simulation.sparse import sparse_scan, uneven_indices
+
+    flow_w, _ = _tiny_weights(tmp_path)
+    proj = line_integrals(shepp_logan(28.0), small_geometry)
+    full = cbct.Scan.from_arrays(small_geometry, projections=proj, metadata={"id": "t"})
+    deg = np.degrees(small_geometry.angles)
+    patterns = {"uneven": uneven_indices(90, 4, rng=0),
+                "random": np.sort(np.random.default_rng(0).choice(90, 12, replace=False)),
+                "hole": np.flatnonzero((np.arange(90) % 4 == 0) & ~((deg >= 100) & (deg < 160)))}
+    for name, keep in patterns.items():
+        sparse = sparse_scan(full, keep=keep)
+        dense = completion_stage(sparse.to_state(), weights=flow_w)
+        assert dense.geometry.n_views == 90, name
+        np.testing.assert_allclose(dense.geometry.vectors, small_geometry.vectors, atol=1e-9)
+        np.testing.assert_array_equal(dense.projections[keep], proj[keep])
+        assert dense.extras["bbc_completion"]["synthesised"] == 90 - keep.size
+    # sparse_step is a shortcut for the target of an even pattern; a stated target wins over it
+    sparse = cbct.Scan.from_arrays(small_geometry[::4], projections=proj[::4], metadata={"sparse_step": 4})
+    assert completion_stage(sparse.to_state(), weights=flow_w).geometry.n_views == 90
+    stated = sparse_scan(full, keep=patterns["uneven"]).to_state()
+    stated.metadata["sparse_step"] = 8
+    assert completion_stage(stated, weights=flow_w).geometry.n_views == 90
+    # a target that does not hold the acquired views cannot be reached
+    bad = sparse.to_state().replace(extras={"target_angles": small_geometry.angles[1::2]})
+    with pytest.raises(ValueError, match=r"cannot complete scan .* to its target_angles: .* do not contain"):
+        completion_stage(bad, weights=flow_w)
+
+
 def test_evaluation_command_on_a_tiny_config(tmp_path):
     """``cbct eval bbc`` end to end on a tiny scan with tiny weights: the table has every method and factor."""
     import yaml

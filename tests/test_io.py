@@ -279,3 +279,43 @@ def test_array_first_writers(tmp_path, tiny_volume):
     assert write_png_preview(tmp_path / "a.png", data).stat().st_size > 0  # no grid: 1 mm voxels
     with pytest.raises(ValueError, match="3-D"):
         write_hdf5_volume(tmp_path / "b.h5", data[0], grid)
+
+
+def test_cbct_hdf5_target_angles(tmp_path, tiny_geometry, rng):
+    """A sparse scan stores the angles to complete to (format version 2); files without them stay version 1 and
+    old files load."""
+    import h5py
+
+    from cbct.io.hdf5 import SCAN_FORMAT_VERSION
+
+    full_angles = np.linspace(0, 2 * np.pi, 4 * tiny_geometry.n_views, endpoint=False) + tiny_geometry.angles[0]
+    geom = tiny_geometry
+    proj = rng.uniform(0, 2, geom.projection_shape).astype(np.float32)
+    scan = Scan.from_arrays(geom, projections=proj, metadata={"id": "t"}, target_angles=full_angles[::-1])
+    scan.write(tmp_path / "t.h5")
+    with h5py.File(tmp_path / "t.h5", "r") as f:
+        assert f.attrs["format_version"] == SCAN_FORMAT_VERSION == 2 and f["target_angles"].attrs["units"] == "rad"
+    back = Scan.read(tmp_path / "t.h5")
+    np.testing.assert_allclose(back.target_angles, full_angles[::-1], atol=1e-12)
+    assert back.missing_views.size == 3 * geom.n_views
+    # without target angles: version 1 and no dataset, as before; an old file (version 1) loads with none
+    Scan.from_arrays(geom, projections=proj).write(tmp_path / "old.h5")
+    with h5py.File(tmp_path / "old.h5", "r") as f:
+        assert f.attrs["format_version"] == 1 and "target_angles" not in f
+    assert Scan.read(tmp_path / "old.h5").target_angles is None
+    # an old file with metadata sparse_step gets its target from the shortcut
+    with h5py.File(tmp_path / "old.h5", "a") as f:
+        f.attrs["metadata"] = '{"sparse_step": 4}'
+    np.testing.assert_allclose(np.sort(np.mod(Scan.read(tmp_path / "old.h5").target_angles, 2 * np.pi)),
+                               np.sort(np.mod(full_angles, 2 * np.pi)), atol=1e-9)
+    # a target that misses acquired views, or a malformed dataset, names the file
+    with h5py.File(tmp_path / "t.h5", "a") as f:
+        del f["target_angles"]
+        f["target_angles"] = full_angles[1::2]
+    with pytest.raises(ScanError, match=r"t\.h5.*target_angles do not contain"):
+        Scan.read(tmp_path / "t.h5")
+    with h5py.File(tmp_path / "t.h5", "a") as f:
+        del f["target_angles"]
+        f["target_angles"] = np.zeros((2, 3))
+    with pytest.raises(FormatError, match=r"t\.h5:/target_angles must be a 1-D float array"):
+        Scan.read(tmp_path / "t.h5")

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 
 import cbct
-from cbct.bbc.angles import bracket_views, dense_angles, geometry_at_angles, is_full_circle, plan_completion
+from cbct.bbc.angles import bracket_views, check_target_angles, dense_angles, geometry_at_angles, is_full_circle, plan_completion
 from cbct.bbc.baselines import linear_completion
 from cbct.phantoms import shepp_logan, line_integrals
-from cbct.simulation.sparse import sparse_indices, sparse_views, uneven_indices
+from cbct.simulation.sparse import sparse_indices, sparse_scan, sparse_views, uneven_indices
 
 
 @pytest.fixture
@@ -124,3 +124,99 @@ def test_plan_with_factor(small_geometry):
     assert np.all((plan.t >= 0) & (plan.t < 1))
     with pytest.raises(ValueError, match="exactly one"):
         plan_completion(sg)
+
+
+# ---------------------------------------------------------------------------------------------------- target angles
+def _patterns(n_views: int) -> dict[str, np.ndarray]:
+    """Acquired view indices of a full circle of ``n_views``: even, uneven, random, even with a hole (deg 100-132)."""
+    deg = np.arange(n_views) * 360.0 / n_views
+    return {
+        "even": np.arange(0, n_views, 8),
+        "uneven": uneven_indices(n_views, 8, rng=1),
+        "random": np.sort(np.random.default_rng(2).choice(n_views, n_views // 8, replace=False)),
+        "hole": np.flatnonzero((np.arange(n_views) % 8 == 0) & ~((deg >= 100) & (deg < 132))),
+        "hole at the wrap": np.flatnonzero((np.arange(n_views) % 4 == 0) & (deg < 300)),
+    }
+
+
+@pytest.mark.parametrize("pattern", ["even", "uneven", "random", "hole", "hole at the wrap"])
+def test_completion_reaches_exactly_the_target_angles(pattern):
+    geom = cbct.ConeGeometry.circular(dso=400.0, dsd=600.0, detector_shape=(8, 16), detector_pixel_size=1.2,
+                                      volume_shape=8, voxel_size=1.0, n_views=360, start_angle=0.25)
+    kept = _patterns(360)[pattern]
+    sg = geom[kept]
+    plan = plan_completion(sg, angles=geom.angles)
+    assert plan.geometry.n_views == 360 and plan.full_circle
+    np.testing.assert_allclose(plan.geometry.angles, geom.angles)
+    np.testing.assert_allclose(plan.geometry.vectors, geom.vectors, atol=1e-9)
+    assert np.array_equal(np.flatnonzero(plan.acquired), kept)
+    assert np.array_equal(plan.prev[kept], np.arange(kept.size))
+    # every synthesised view lies between the acquired views around it (wrapping around the circle)
+    miss = plan.missing
+    after = np.searchsorted(kept, miss)
+    np.testing.assert_array_equal(plan.prev[miss], (after - 1) % kept.size)
+    np.testing.assert_array_equal(plan.next[miss], after % kept.size)
+    # a target geometry gives the same plan
+    again = plan_completion(sg, target=geom)
+    assert np.array_equal(again.prev, plan.prev) and np.allclose(again.t, plan.t)
+
+
+def test_target_angles_must_hold_the_acquired_ones(small_geometry):
+    sg = small_geometry[::4]
+    with pytest.raises(ValueError, match=r"angles do not contain 11 of the 23 acquired view angles .* e\.g\. 16\.0000"):
+        plan_completion(sg, angles=small_geometry.angles[::8])
+    with pytest.raises(ValueError, match="target geometry angles do not contain"):
+        plan_completion(sg, target=small_geometry[1:])
+    with pytest.raises(ValueError, match="distinct"):
+        plan_completion(sg, angles=np.append(small_geometry.angles, small_geometry.angles[3] + 2 * np.pi))
+    with pytest.raises(ValueError, match="1-D"):
+        check_target_angles(sg.angles, small_geometry.angles[None])
+    with pytest.raises(ValueError, match="finite"):
+        check_target_angles(sg.angles, np.append(small_geometry.angles, np.nan))
+    # within the tolerance (float32 angles, another turn) the acquired views are found and kept exactly
+    approx = (small_geometry.angles.astype(np.float32) + 2 * np.pi).astype(np.float64)
+    plan = plan_completion(sg, angles=approx)
+    assert plan.acquired.sum() == sg.n_views
+    np.testing.assert_array_equal(plan.geometry.vectors[plan.acquired], sg.vectors)
+
+
+def test_sparse_scan_states_the_missing_views(small_geometry):
+    proj = line_integrals(shepp_logan(28.0), small_geometry)
+    full = cbct.Scan.from_arrays(small_geometry, projections=proj, metadata={"id": "s"})
+    for kw in (dict(step=4), dict(keep=_patterns(90)["random"]), dict(keep=_patterns(90)["hole"])):
+        sparse = sparse_scan(full, **kw)
+        kept = sparse.metadata["sparse"]["kept_indices"]
+        assert sparse.geometry == small_geometry[kept] and np.array_equal(sparse.projections, proj[kept])
+        np.testing.assert_array_equal(sparse.target_angles, small_geometry.angles)
+        np.testing.assert_array_equal(sparse.missing_views, np.setdiff1d(np.arange(90), kept))
+        assert ("sparse_step" in sparse.metadata) == ("step" in kw)
+        state = sparse.to_state()
+        np.testing.assert_array_equal(state.extras["target_angles"], small_geometry.angles)
+        dense, dg = linear_completion(sparse.projections, sparse.geometry, angles=sparse.target_angles)
+        assert dg.n_views == 90 and np.array_equal(dense[kept], proj[kept])
+    with pytest.raises(TypeError, match="cbct.Scan"):
+        sparse_scan(proj, step=4)
+
+
+def test_scan_target_angles_are_validated(small_geometry):
+    from cbct.scan import Scan, ScanError
+
+    sg = small_geometry[::4]
+    proj = np.zeros(sg.projection_shape, np.float32)
+    scan = Scan.from_arrays(sg, projections=proj, metadata={"id": "a"}, target_angles=small_geometry.angles)
+    assert scan.target_angles.dtype == np.float64 and not scan.target_angles.flags.writeable
+    assert "target_angles=<90 angles>" in repr(scan)
+    with pytest.raises(ScanError, match=r"scan 'a': target_angles do not contain"):
+        Scan.from_arrays(sg, projections=proj, metadata={"id": "a"}, target_angles=small_geometry.angles[1::2])
+    with pytest.raises(ScanError, match="target_angles must be real numbers"):
+        Scan.from_arrays(sg, projections=proj, target_angles=np.array(["a", "b"]))
+    # sparse_step is a shortcut that fills the target; explicit angles win
+    step = Scan.from_arrays(sg, projections=proj, metadata={"sparse_step": 4})
+    np.testing.assert_allclose(step.target_angles, small_geometry.angles, atol=1e-9)
+    assert step.missing_views.size == 90 - sg.n_views
+    explicit = Scan.from_arrays(sg, projections=proj, metadata={"sparse_step": 2}, target_angles=small_geometry.angles)
+    assert explicit.target_angles.size == 90
+    with pytest.raises(ScanError, match="sparse_step"):
+        Scan.from_arrays(sg, projections=proj, metadata={"sparse_step": 0})
+    assert Scan.from_arrays(sg, projections=proj).target_angles is None
+    assert Scan.from_arrays(sg, projections=proj).missing_views.size == 0

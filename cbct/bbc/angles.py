@@ -18,8 +18,10 @@ from cbct.geometry import ConeGeometry
 
 TWO_PI = 2.0 * np.pi
 _TOL = 1e-9
+ANGLE_TOLERANCE = 1e-5  # radians (2 arcseconds): a target angle this close to an acquired one is that view
 
-__all__ = ["CompletionPlan", "bracket_views", "dense_angles", "geometry_at_angles", "is_full_circle", "plan_completion"]
+__all__ = ["ANGLE_TOLERANCE", "CompletionPlan", "bracket_views", "check_target_angles", "dense_angles",
+           "geometry_at_angles", "is_full_circle", "plan_completion"]
 
 
 def _as_angles(angles, name: str) -> np.ndarray:
@@ -78,6 +80,49 @@ def is_full_circle(angles: Sequence[float] | np.ndarray) -> bool:
     """Whether views at ``angles`` sample a full circle: the gap from the last view back to the first is no
     larger than 1.5 times the largest other gap (so a full scan thinned to every s-th view stays a full circle)."""
     return _circle(_as_angles(angles, "angles"), None).full
+
+
+def check_target_angles(
+    acquired: Sequence[float] | np.ndarray,
+    target: Sequence[float] | np.ndarray,
+    *,
+    name: str = "target angles",
+    tol: float = ANGLE_TOLERANCE,
+) -> np.ndarray:
+    """Check that ``target`` (radians) can be completed from views at ``acquired``: 1-D, finite, distinct modulo a
+    turn, and holding every acquired angle within ``tol`` (modulo a turn).
+
+    Returns:
+        (n_target,) float64 target angles with the ones matching an acquired view replaced by its exact angle.
+
+    Raises:
+        ValueError: naming ``name`` and the first acquired angles (degrees) missing from the target.
+    """
+    acq = _as_angles(acquired, "acquired angles")
+    arr = np.asarray(target)
+    if arr.ndim != 1 or arr.size == 0:
+        raise ValueError(f"{name} must be a non-empty 1-D array of angles (radians), got shape {arr.shape}")
+    if arr.dtype.kind not in "fiu":
+        raise ValueError(f"{name} must be real numbers (radians), got dtype {arr.dtype}")
+    tgt = arr.astype(np.float64)
+    if not np.all(np.isfinite(tgt)):
+        raise ValueError(f"{name} must be finite")
+    wrapped = np.sort(np.mod(tgt, TWO_PI))
+    if tgt.size > 1 and np.min(np.diff(np.append(wrapped, wrapped[0] + TWO_PI))) <= tol:
+        raise ValueError(f"{name} must be distinct modulo a full turn (two lie within {tol:g} rad)")
+    # nearest target to each acquired angle, on the circle
+    diff = np.abs(np.angle(np.exp(1j * (acq[:, None] - tgt[None, :]))))
+    nearest = np.argmin(diff, axis=1)
+    missing = np.flatnonzero(diff[np.arange(acq.size), nearest] > tol)
+    if missing.size:
+        shown = ", ".join(f"{np.degrees(acq[i]):.4f}" for i in missing[:5])
+        raise ValueError(f"{name} do not contain {missing.size} of the {acq.size} acquired view angles (within "
+                         f"{tol:g} rad), e.g. {shown} deg: the completed scan must keep every acquired view")
+    if np.unique(nearest).size != nearest.size:
+        raise ValueError(f"{name}: two acquired views match the same target angle")
+    out = tgt.copy()
+    out[nearest] = tgt[nearest] + np.angle(np.exp(1j * (acq - tgt[nearest])))  # snap, keeping the target's turn
+    return out
 
 
 def bracket_views(
@@ -214,19 +259,31 @@ def plan_completion(
     full_circle: bool | None = None,
 ) -> CompletionPlan:
     """Plan the completion of the sparse scan ``geom``: give ``factor`` (``factor`` times denser, see
-    :func:`dense_angles`), explicit target ``angles``, or a ``target`` geometry (e.g. the full scan it was thinned
-    from, whose poses are then used as they are)."""
+    :func:`dense_angles`), explicit target ``angles`` (radians), or a ``target`` geometry (e.g. the full scan it
+    was thinned from, whose poses are then used as they are).
+
+    Target angles (or the target geometry's) must hold every acquired angle (see :func:`check_target_angles`);
+    the dense scan has exactly those views, in their order. ``full_circle`` (wrap-around from the last acquired
+    view to the first) is detected from the target when ``None``: a target that is a full circle completes the
+    gaps (holes included) of a full circle.
+    """
     geom = check_geometry(geom)
     if sum(x is not None for x in (factor, angles, target)) != 1:
         raise ValueError("give exactly one of factor, angles and target")
-    full = _circle(np.asarray(geom.angles, np.float64), full_circle).full
     if target is not None:
         dense = check_geometry(target, "target")
         if dense.detector_shape != geom.detector_shape:
             raise ValueError(f"target must have the detector shape of geom {geom.detector_shape}, got {dense.detector_shape}")
-    else:
-        ang = dense_angles(geom.angles, factor, full_circle=full) if factor is not None else _as_angles(angles, "angles")
+        ang = check_target_angles(geom.angles, dense.angles, name="target geometry angles")
+    elif angles is not None:
+        ang = check_target_angles(geom.angles, angles, name="angles")
+    if full_circle is None and factor is None and ang.size >= 3:
+        full_circle = _circle(ang, None).full
+    full = _circle(np.asarray(geom.angles, np.float64), full_circle).full
+    if factor is not None:
+        ang = dense_angles(geom.angles, factor, full_circle=full)
+    if target is None:
         dense = geometry_at_angles(geom, ang, full_circle=full)
-    ia, ib, t = bracket_views(geom.angles, dense.angles, full_circle=full)
+    ia, ib, t = bracket_views(geom.angles, ang, full_circle=full)
     acquired = (ia == ib) & (t == 0.0)
     return CompletionPlan(dense, ia, ib, t, acquired, full)

@@ -47,7 +47,8 @@ def complete_scan(
         model: the completion network (e.g. :func:`cbct.bbc.weights.load_completion`).
         projections: (n_views, nv, nu) float32 sparse line integrals (NumPy, CuPy or torch).
         geom: their geometry.
-        factor, angles, target: the dense views wanted (exactly one; see :func:`cbct.bbc.angles.plan_completion`).
+        factor, angles, target: the dense views wanted (exactly one; see :func:`cbct.bbc.angles.plan_completion`):
+            target ``angles`` (radians) or a ``target`` geometry must hold every acquired angle.
         full_circle: wrap-around between the last and the first view; ``None`` detects it.
         device: torch device for the network (default: the model's).
 
@@ -72,16 +73,19 @@ def bbc_recon(
     completion: FlowCompletionNet,
     restoration: RestorationNet | None = None,
     factor: int | None = None,
+    angles: Sequence[float] | np.ndarray | None = None,
     target: ConeGeometry | None = None,
     device: str | torch.device | None = None,
     fdk_kwargs: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Full BBC-Recon: completion, FDK of the completed scan, restoration.
+    """Full BBC-Recon: completion (to ``factor``, ``angles`` or ``target``, exactly one, see
+    :func:`complete_scan`), FDK of the completed scan, restoration.
 
     Returns a dict with ``"projections"`` (dense), ``"geometry"`` (dense), ``"fdk"`` (FDK of the completed scan,
     (z, y, x) mm⁻¹) and ``"volume"`` (restored, or the FDK when ``restoration`` is ``None``).
     """
-    dense, dense_geom = complete_scan(completion, projections, geom, factor=factor, target=target, device=device)
+    dense, dense_geom = complete_scan(completion, projections, geom, factor=factor, angles=angles, target=target,
+                                     device=device)
     vol = fdk(dense, dense_geom, **(fdk_kwargs or {}))
     out = {"projections": dense, "geometry": dense_geom, "fdk": _host(vol)}
     out["volume"] = restore_volume(restoration, out["fdk"], device=device) if restoration is not None else out["fdk"]

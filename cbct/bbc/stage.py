@@ -54,15 +54,20 @@ def completion_stage(
     Args:
         state: with ``projections`` (n_views, nv, nu) and their ``geometry``.
         weights: completion weights file (default: the shipped ``cbct/models/bbc_flow.pt``).
-        factor: how many times denser the completed scan is (e.g. 4 or 8). When ``None``: the dense geometry in
-            ``state.extras["full_geometry"]`` if a sparse simulation left one there, else
-            ``state.metadata["sparse_step"]``.
+        factor: how many times denser the completed scan is (e.g. 4 or 8). When ``None``, the views to complete
+            to are, in this order: the dense geometry in ``state.extras["full_geometry"]`` (a sparse simulation),
+            the angles in ``state.extras["target_angles"]`` (``Scan.target_angles``), then
+            ``state.metadata["sparse_step"]`` as the factor.
         device: torch device (default: ``cuda:N`` for CuPy projections, else ``cpu``).
         **kw: ``full_circle`` (bool, default detected) and ``pairs_per_batch`` (int, default 8).
 
     Returns:
-        A new state with the dense ``projections`` (on the input's device) and ``geometry``; ``extras`` gains
-        ``"sparse_geometry"`` and ``"bbc_completion"`` (view counts and seconds).
+        A new state with the dense ``projections`` (on the input's device) and ``geometry``: exactly the target's
+        views, any acquired pattern (even, uneven, holes); ``extras`` gains ``"sparse_geometry"`` and
+        ``"bbc_completion"`` (view counts and seconds).
+
+    Raises:
+        ValueError: no target, or a target that does not hold every acquired view angle.
     """
     from cbct.bbc.model import complete_views
     from cbct.bbc.weights import load_completion
@@ -72,19 +77,27 @@ def completion_stage(
         raise TypeError(f"completion_stage got unknown parameters {sorted(unknown)}; accepted: weights, factor, device, full_circle, pairs_per_batch")
     if state.projections is None:
         raise ValueError("completion_stage needs state.projections (the sparse scan); got None")
-    target = None
+    target = angles = None
     if factor is None:
         target = state.extras.get("full_geometry")
-        if target is None:
+        angles = state.extras.get("target_angles") if target is None else None
+        if target is None and angles is None:
             factor = state.metadata.get("sparse_step")
-        if target is None and factor is None:
-            raise ValueError("completion_stage needs factor (e.g. 4 or 8): no full_geometry in state.extras and no sparse_step in state.metadata")
+        if target is None and angles is None and factor is None:
+            raise ValueError("completion_stage needs the views to complete to: give factor (e.g. 4 or 8), or a scan "
+                             "with target_angles (or metadata sparse_step); state.extras has no full_geometry or "
+                             "target_angles")
     if factor is not None and (isinstance(factor, bool) or int(factor) != factor or int(factor) < 1):
         raise ValueError(f"factor must be a positive integer, got {factor!r}")
     dev = _device(device, state.projections)
     t0 = time.perf_counter()
-    plan = plan_completion(state.geometry, factor=int(factor) if target is None else None, target=target,
-                           full_circle=kw.get("full_circle"))
+    try:
+        plan = plan_completion(state.geometry, factor=None if factor is None else int(factor), angles=angles,
+                               target=target, full_circle=kw.get("full_circle"))
+    except ValueError as exc:
+        source = "full_geometry" if target is not None else "target_angles" if angles is not None else "factor"
+        raise ValueError(f"completion_stage cannot complete scan '{state.metadata.get('id', 'scan')}' to its "
+                         f"{source}: {exc}") from None
     model = load_completion(weights, device=dev)
     dense = complete_views(model, state.projections, plan, device=dev, pairs_per_batch=int(kw.get("pairs_per_batch", 8)))
     seconds = time.perf_counter() - t0

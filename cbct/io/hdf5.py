@@ -20,7 +20,7 @@ __all__ = ["SCAN_FORMAT", "SCAN_FORMAT_VERSION", "VOLUME_FORMAT", "write_scan", 
            "read_volume", "open_hdf5", "is_cbct_scan"]
 
 SCAN_FORMAT = "cbct-scan"
-SCAN_FORMAT_VERSION = 1
+SCAN_FORMAT_VERSION = 2  # 2 adds the optional /target_angles; files without it are written as version 1
 VOLUME_FORMAT = "cbct-volume"
 VOLUME_FORMAT_VERSION = 1
 
@@ -72,8 +72,12 @@ def write_scan(scan, path: str | os.PathLike, *, overwrite: bool = True, compres
     path = pathlib.Path(path)
     with atomic_path(path, overwrite=overwrite) as tmp, h5py.File(tmp, "w") as f:
         f.attrs["format"] = SCAN_FORMAT
-        f.attrs["format_version"] = SCAN_FORMAT_VERSION
+        # version 1 readers would ignore /target_angles: only files that carry them need version 2
+        f.attrs["format_version"] = SCAN_FORMAT_VERSION if scan.target_angles is not None else 1
         f.attrs["metadata"] = metadata_json(scan.metadata)
+        if scan.target_angles is not None:
+            ds = f.create_dataset("target_angles", data=np.asarray(scan.target_angles, dtype=np.float64))
+            ds.attrs["units"] = "rad"
         opts = {"compression": compression, "chunks": (1, *scan.geometry.detector_shape)} if compression else {}
         if scan.projections is not None:
             ds = f.create_dataset("projections", data=scan.projections, **opts)
@@ -125,6 +129,12 @@ def read_scan(path: str | os.PathLike, *, id: str | None = None):
                 arrays["dark"] = _read(raw["dark"], f"{path}:/raw/dark")
         else:
             raise FormatError(f"{path}: holds neither /projections nor /raw/counts")
+        target_angles = None
+        if "target_angles" in f:
+            target_angles = _read(f["target_angles"], f"{path}:/target_angles")
+            if target_angles.ndim != 1 or target_angles.dtype.kind != "f":
+                raise FormatError(f"{path}:/target_angles must be a 1-D float array of angles (radians), got "
+                                  f"shape {target_angles.shape} dtype {target_angles.dtype}")
         reference = None
         if "reference/volume" in f:
             ds = f["reference/volume"]
@@ -135,7 +145,7 @@ def read_scan(path: str | os.PathLike, *, id: str | None = None):
         metadata["id"] = id
     metadata.setdefault("source_file", str(path))
     try:
-        return Scan.from_arrays(geom, metadata=metadata, reference=reference, **arrays)
+        return Scan.from_arrays(geom, metadata=metadata, reference=reference, target_angles=target_angles, **arrays)
     except ScanError as exc:
         raise ScanError(f"{path}: {exc}") from None
 

@@ -1,19 +1,25 @@
 """Sparse-view acquisition: keep a subset of the views of a scan (every s-th view, or explicit uneven indices).
 
 FDK of the returned projections with the returned geometry is correctly weighted: FDK takes its angular weights from
-``geom.angles``, so the larger gaps of a sparse (or unevenly sparse) scan get larger weights.
+``geom.angles``, so the larger gaps of a sparse (or unevenly sparse) scan get larger weights, and its redundancy
+weights from the rays, so holes are not mistaken for a short scan. :func:`sparse_scan` thins a :class:`cbct.Scan`
+and states the views it lacks (``target_angles``: the angles of the full scan), for view completion.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from cbct._checks import check_array, check_geometry
 from cbct.geometry import ConeGeometry
 
-__all__ = ["sparse_views", "sparse_indices", "uneven_indices"]
+if TYPE_CHECKING:
+    from cbct.scan import Scan
+
+__all__ = ["sparse_scan", "sparse_views", "sparse_indices", "uneven_indices"]
 
 
 def sparse_indices(n_views: int, *, step: int | None = None, keep: Sequence[int] | None = None, start: int = 0) -> np.ndarray:
@@ -97,3 +103,29 @@ def sparse_views(
         raise ValueError(f"projections must be one scan (n_views, nv, nu), got shape {tuple(projections.shape)}")
     kept = sparse_indices(geom.n_views, step=step, keep=keep)
     return projections[kept], geom[kept], kept
+
+
+def sparse_scan(scan: Scan, *, step: int | None = None, keep: Sequence[int] | None = None) -> Scan:
+    """The views ``step``-th or ``keep`` of ``scan`` as a new :class:`cbct.Scan` that states what it lacks.
+
+    Its ``target_angles`` are ``scan.target_angles`` when set, else the angles of all the views of ``scan``, so view
+    completion restores exactly the original views for any pattern (even, uneven, holes). Metadata gains
+    ``"sparse": {"kept_indices", "n_views_full"}`` (and ``"sparse_step"`` with ``step``); raw counts keep their
+    dark and flat frames; the reference volume is kept.
+    """
+    import dataclasses
+
+    from cbct.scan import Scan
+
+    if not isinstance(scan, Scan):
+        raise TypeError(f"scan must be a cbct.Scan, got {type(scan).__name__}")
+    kept = sparse_indices(scan.geometry.n_views, step=step, keep=keep)
+    target = scan.target_angles if scan.target_angles is not None else scan.geometry.angles
+    metadata = {**scan.metadata, "sparse": {"kept_indices": kept.tolist(), "n_views_full": scan.geometry.n_views}}
+    if step is not None:
+        metadata["sparse_step"] = int(step)
+    else:
+        metadata.pop("sparse_step", None)
+    data = {"projections": scan.projections[kept]} if scan.projections is not None else {"counts": scan.counts[kept]}
+    return dataclasses.replace(scan, geometry=scan.geometry[kept], metadata=metadata, target_angles=np.array(target),
+                               **{"projections": None, "counts": None, **data})
