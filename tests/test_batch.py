@@ -227,3 +227,15 @@ def test_sharded_parts_share_one_folder(inputs, reference, tmp_path):
     assert second["counts"] == {"ok": 3, "skipped": 3, "failed": 0, "pending": 0}
     for key, vol in volumes(out).items():
         np.testing.assert_array_equal(vol, reference[1][key])
+
+
+def test_a_stage_that_cannot_reach_a_worker_fails_that_scan_clearly(inputs, tmp_path):
+    from cbct.pipeline import Pipeline, Stage
+
+    manifest, _ = inputs
+    pipe = Pipeline("local", [Stage(lambda state: state, label="mine"), Stage("preprocess"), Stage("fdk"),
+                              Stage("export", {"formats": ["hdf5"]})])
+    summary = run_batch(manifest, pipe, tmp_path / "out", only=["s1"])
+    item = summary["scans"][0]
+    assert item["status"] == "failed" and "could not run scan 's1' in a worker process" in item["error"]
+    assert "pickle" in item["error"].lower()

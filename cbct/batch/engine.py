@@ -24,6 +24,7 @@ from cbct.batch.executors import Executor, Outcome, make_executor
 from cbct.batch.plan import Job, RunSettings, make_plan, shard
 from cbct.batch.store import ResultStore, holder_info, now
 from cbct.batch.worker import refuse_foreign
+from cbct.pipeline.schema import SchemaError
 
 log = logging.getLogger(__name__)
 
@@ -39,15 +40,10 @@ def check_writes_outputs(pipeline: Any, steps: Sequence[tuple[Any, Any]]) -> Non
     ``writes_outputs = True``, as ``export`` does)."""
     if not any(getattr(fn, "writes_outputs", False) for _, fn in steps):
         where = pipeline.source or f"pipeline {pipeline.name!r}"
-        raise_schema(f"{where}: stages: no stage writes an output (stages: {', '.join(s.name for s, _ in steps)}); a "
-                     "batch would compute every scan and keep nothing: add an export stage, e.g. "
-                     "'- stage: export' with 'params: {formats: [hdf5, nifti]}'", "stages")
-
-
-def raise_schema(message: str, field: str) -> None:
-    from cbct.pipeline.schema import SchemaError
-
-    raise SchemaError(message, field)
+        names = ", ".join(s.name for s, _ in steps)
+        raise SchemaError(f"{where}: stages: no stage writes an output (stages: {names}); a batch would compute every "
+                          "scan and keep nothing: add an export stage, e.g. '- stage: export' with "
+                          "'params: {formats: [hdf5, nifti]}'", "stages")
 
 
 def _on_sigterm(signum: int, frame: Any) -> None:
@@ -143,11 +139,24 @@ def run_batch(
     runner = make_executor(executor, device=device, workers=workers, address=address, gpus_per_scan=gpus_per_scan,
                            max_retries=max_retries) if isinstance(executor, str) else executor
 
-    out = pathlib.Path(out).absolute()
+    runner.start()  # join a cluster before the output folder is touched
+    try:
+        return _run(runner, kind, manifest_obj, pipe, jobs_all, jobs, pathlib.Path(out).absolute(), device=device,
+                    force=force, part=(part_id, num_parts), wait=wait, profile=profile, trace=trace,
+                    allow_any_stage=allow_any_stage, progress=progress)
+    finally:
+        runner.close()
+
+
+def _run(runner: Executor, kind: str, manifest_obj: Any, pipe: Any, jobs_all: list[Job], jobs: list[Job],
+         out: pathlib.Path, *, device: str, force: bool, part: tuple[int, int], wait: float | None, profile: bool,
+         trace: bool, allow_any_stage: bool, progress: bool | str) -> dict[str, Any]:
+    """Lock ``out``, skip what is done, execute the rest and keep the records and the summary true."""
+    part_id, num_parts = part
     out.mkdir(parents=True, exist_ok=True)
     run_id = f"{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}-{secrets.token_hex(3)}"
     store = ResultStore(out)
-    store.lock(part=(part_id, num_parts), wait=wait, info=holder_info(run_id=run_id))
+    store.lock(part=part, wait=wait, info=holder_info(run_id=run_id))
     settings = RunSettings(out=out, pipeline=pipe, run_id=run_id, manifest=str(manifest_obj.path), device=device,
                            profile=profile or trace, trace=trace, allow_any_stage=allow_any_stage)
     run: dict[str, Any] = {**holder_info(), "id": run_id, "executor": kind, "part": [part_id, num_parts],

@@ -24,7 +24,7 @@ from typing import Any, Protocol
 
 from cbct.batch.plan import Job, RunSettings
 from cbct.batch.store import ResultStore, now
-from cbct.batch.worker import StageCallback, run_job
+from cbct.batch.worker import StageCallback, error_text, run_job
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +36,12 @@ OutcomeCallback = Callable[[Outcome], None]
 
 class Executor(Protocol):
     name: str
+
+    def start(self) -> None:
+        """Acquire what the executor needs (join a cluster); called before the output folder is touched."""
+
+    def close(self) -> None:
+        """Release what :meth:`start` acquired."""
 
     def execute(self, jobs: Sequence[Job], settings: RunSettings, *, force: bool, on_outcome: OutcomeCallback,
                 on_stage: StageCallback | None = None) -> None:
@@ -61,7 +67,7 @@ def _died(job: Job, attempts: int, detail: str) -> Outcome:
                      "a crash in native code or the kernel's out-of-memory killer are the usual causes"}
 
 
-def _record_death(settings: RunSettings, job: Job, outcome: Outcome) -> None:
+def _record_failure(settings: RunSettings, job: Job, outcome: Outcome) -> None:
     ResultStore(settings.out).record_failure(job.id, {**outcome, "run_id": settings.run_id,
                                                       "fingerprint_digest": job.digest, "finished": now()})
 
@@ -131,6 +137,12 @@ class LocalExecutor:
         self.max_retries = max_retries
         self.threads = threads_per_worker or max(1, (os.cpu_count() or 1) // n)
 
+    def start(self) -> None:
+        """Nothing to acquire: worker processes start with the first job."""
+
+    def close(self) -> None:
+        """Nothing to release: :meth:`execute` stops its workers."""
+
     def _pool(self, ctx: Any, events: Any) -> cf.ProcessPoolExecutor:
         slots = ctx.Queue()
         for slot in self.slots:
@@ -156,10 +168,16 @@ class LocalExecutor:
                 for future in done:
                     job, attempt = inflight.pop(future)
                     try:
-                        on_outcome(future.result())
+                        outcome = future.result()
                     except cf.process.BrokenProcessPool:
                         broken = True
                         self._retry_or_fail(job, attempt, settings, pending, on_outcome)
+                        continue
+                    except Exception as exc:  # the job could not be sent or its outcome not returned (pickling)
+                        outcome = {"id": job.id, "status": "failed", "seconds": None,
+                                   "error": f"could not run scan '{job.id}' in a worker process: {error_text(exc)}"}
+                        _record_failure(settings, job, outcome)
+                    on_outcome(outcome)
                 if broken:  # every scan in flight lost its worker: a fresh pool takes them again
                     for job, attempt in inflight.values():
                         self._retry_or_fail(job, attempt, settings, pending, on_outcome)
@@ -177,7 +195,7 @@ class LocalExecutor:
             pending.appendleft((job, attempt + 1))
         else:
             outcome = _died(job, attempt, "worker process ended abruptly")
-            _record_death(settings, job, outcome)
+            _record_failure(settings, job, outcome)
             on_outcome(outcome)
 
     @staticmethod
@@ -240,15 +258,40 @@ class RayExecutor:
         self.cpus = cpus_per_scan
         self.init_options = dict(init_options or {})
 
+    def start(self) -> None:
+        """Join the cluster (``address``), keep the one this process is connected to, or start a local one."""
+        import ray
+
+        self.owns = not ray.is_initialized()
+        if self.owns:
+            options = {"include_dashboard": False, "log_to_driver": False, **self.init_options}
+            try:
+                ray.init(address=self.address, **options)
+            except ConnectionError as exc:
+                raise ConnectionError(
+                    f"cannot join the Ray cluster at {self.address}: {exc}. Is it running (`ray status` on the head "
+                    "node)? Ray >= 2.59 authenticates with a token: set RAY_AUTH_MODE=token and give the cluster's "
+                    "token (~/.ray/auth_token from the head node, or RAY_AUTH_TOKEN) where cbct run starts") from None
+        resources = ray.cluster_resources()
+        log.info("ray cluster: %s", resources)
+        if self.gpus > 0 and resources.get("GPU", 0) < self.gpus:
+            self.close()
+            raise RuntimeError(f"each scan asks for {self.gpus:g} GPU but the Ray cluster has {resources.get('GPU', 0):g} "
+                               "GPUs: start the nodes with GPUs, or lower --gpus-per-scan")
+
+    def close(self) -> None:
+        import ray
+
+        if getattr(self, "owns", False) and ray.is_initialized():
+            ray.shutdown()
+        self.owns = False
+
     def execute(self, jobs: Sequence[Job], settings: RunSettings, *, force: bool, on_outcome: OutcomeCallback,
                 on_stage: StageCallback | None = None) -> None:
         import ray
 
-        owns = not ray.is_initialized()
-        if owns:
-            options = {"include_dashboard": False, "log_to_driver": False, **self.init_options}
-            ray.init(address=self.address, **options)
-            log.info("ray cluster: %s", ray.cluster_resources())
+        if not ray.is_initialized():
+            self.start()
         task = ray.remote(_ray_job).options(num_cpus=self.cpus, num_gpus=self.gpus, max_retries=self.max_retries,
                                             retry_exceptions=False)
         settings = dataclasses.replace(settings, device="cuda:0" if self.device == "cuda" else "cpu")
@@ -263,13 +306,11 @@ class RayExecutor:
                         outcome = ray.get(ref)
                     except ray.exceptions.RayError as exc:
                         outcome = _died(job, self.max_retries + 1, f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}")
-                        _record_death(settings, job, outcome)
+                        _record_failure(settings, job, outcome)
                     on_outcome(outcome)
         finally:
             for ref in refs:
                 ray.cancel(ref, force=True)
-            if owns:
-                ray.shutdown()
 
 
 def make_executor(kind: str, *, device: str = "cpu", workers: int | None = None, address: str | None = None,
