@@ -108,6 +108,7 @@ def run_with_limit(cmd: Sequence[str], limit_s: float, *, capture: bool) -> tupl
     ``limit_s`` seconds. Returns (exit code, or None when killed; its output when ``capture``)."""
     path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
     env = dict(os.environ, PYTHONUNBUFFERED="1", PYTHONPATH=path)
+    env.setdefault("CBCT_EMULATOR_THREADS", str(os.cpu_count() or 1))  # the CPU harness's blocks on every core
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, start_new_session=True, text=True,
                             stdout=subprocess.PIPE if capture else None, stderr=subprocess.STDOUT if capture else None)
     try:

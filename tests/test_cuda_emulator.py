@@ -7,6 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+import cbct
 from cbct.cuda.emulator import build, compiler_available
 from cbct.cuda.textures import CUDA_ARRAY_LAYERED
 from cbct.cuda.emulator.build import UnsupportedKernelError
@@ -261,3 +262,33 @@ def test_builds_are_cached_by_content(tmp_path, monkeypatch):
     other, _ = build.build_library(source, ["-DV=2"], ["k"])
     assert again == first and first.stat().st_mtime_ns == stamp and other != first
     assert sorted(p.suffix for p in tmp_path.iterdir()) == [".so", ".so"]  # no temporaries left
+
+
+def test_blocks_on_several_host_threads_give_the_same_results(emulated_cp, module, monkeypatch):
+    """Blocks run concurrently (any order, as on a GPU): disjoint writes are bit for bit those of one thread, double
+    atomics of integers add up exactly, and a fault in any block is reported."""
+    from cbct.cuda import kernels
+
+    cp = emulated_cp
+    rng = np.random.default_rng(3)
+    geom = cbct.ConeGeometry.circular(
+        dso=200.0, dsd=300.0, detector_shape=(20, 24), detector_pixel_size=2.0, volume_shape=(12, 40, 36),
+        voxel_size=1.0, n_views=9)
+    proj = cp.asarray(rng.normal(size=geom.projection_shape).astype(np.float32))
+    results = {}
+    for threads in ("1", "3"):
+        monkeypatch.setenv(build.THREADS_ENV, threads)
+        results[threads] = kernels.backproject_fdk(proj, geom).get()
+        total = cp.zeros(1, dtype=cp.float64)
+        module.get_function("accumulate")((40,), (32,), (total, cp.arange(1270, dtype=cp.float64), np.int64(1270)))
+        assert total.get()[0] == sum(range(1270))
+    np.testing.assert_array_equal(results["1"], results["3"])
+    tex = make_texture(cp, np.ones((2, 3, 3), np.float32), layered=True, filter_linear=False, modes=(3, 3, 3))
+    coords = np.tile(np.array([[1.0, 1.0, 0.0]], np.float32), (64, 1))
+    coords[50, 2] = 5.0  # one thread of the second block asks for a layer the texture lacks
+    with pytest.raises(RuntimeError, match="layer index outside"):
+        module.get_function("fetch_layered")((2,), (32,), (tex, cp.asarray(coords), cp.zeros(64, dtype=cp.float32),
+                                                           np.int32(64)))
+    monkeypatch.setenv(build.THREADS_ENV, "0")
+    with pytest.raises(ValueError, match="CBCT_EMULATOR_THREADS must be a positive integer"):
+        module.get_function("scale")((1,), (8,), (cp.ones(8, dtype=cp.float32), np.int32(8)))

@@ -5,7 +5,8 @@ stand-in, so that every CI run executes the kernel source without a GPU.
   intrinsics, atomics, textures with the Programming Guide's fetch rules), cached by hash; refuses shared memory,
   barriers and warp functions; optional AddressSanitizer / UndefinedBehaviorSanitizer builds.
 - :mod:`cbct.cuda.emulator.module`: a build loaded in-process; launches checked against CUDA's limits,
-  ``__launch_bounds__`` and the kernel's parameter types; ``__constant__`` symbols by name.
+  ``__launch_bounds__`` and the kernel's parameter types; ``__constant__`` symbols by name. Blocks run on
+  ``$CBCT_EMULATOR_THREADS`` host threads (default 1), the threads of a block one after another.
 - :mod:`cbct.cuda.emulator.standin` (with :mod:`~cbct.cuda.emulator.devices`, :mod:`~cbct.cuda.emulator.raw`,
   :mod:`~cbct.cuda.emulator.textures`): the CuPy stand-in (:func:`emulated_cupy`, :func:`standin_modules`).
 

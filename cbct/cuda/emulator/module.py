@@ -16,7 +16,13 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
-from cbct.cuda.emulator.build import build_library, launch_bounds, parse_nvrtc_options, sanitizers_from_env
+from cbct.cuda.emulator.build import (
+    build_library,
+    launch_bounds,
+    parse_nvrtc_options,
+    sanitizers_from_env,
+    threads_from_env,
+)
 
 __all__ = ["KernelArgument", "HostKernel", "HostModule", "check_launch", "MAX_GRID", "MAX_BLOCK"]
 
@@ -92,12 +98,13 @@ class HostKernel:
                                 f"{' or '.join(sorted(argument.accepts))}, but the parameter is {parameter}")
 
     def launch(self, grid: object, block: object, arguments: Sequence[KernelArgument]) -> None:
-        """Run the kernel over ``grid`` x ``block`` threads, one after another; raises on a recorded fault."""
+        """Run the kernel over ``grid`` x ``block`` threads (blocks on ``$CBCT_EMULATOR_THREADS`` host threads, the
+        threads of a block one after another); raises on a recorded fault."""
         g, b = check_launch(self.name, grid, block, self.max_threads)
         self.check_arguments(arguments)
         pointers = (ctypes.c_void_p * max(len(arguments), 1))(*[ctypes.addressof(a.value) for a in arguments])
         fault = self._entry((ctypes.c_uint * 3)(*g), (ctypes.c_uint * 3)(*b), pointers, int(self.flush_denormals),
-                            0, g[0] * g[1] * g[2])
+                            0, g[0] * g[1] * g[2], threads_from_env())
         if fault:
             raise RuntimeError(f"{self.name}: {fault.decode()}")
 
@@ -142,7 +149,7 @@ class HostModule:
             entry = getattr(self._lib, f"cbct_emu_launch_{index}")
             entry.restype = ctypes.c_char_p
             entry.argtypes = [ctypes.POINTER(ctypes.c_uint), ctypes.POINTER(ctypes.c_uint), ctypes.POINTER(ctypes.c_void_p),
-                              ctypes.c_int, ctypes.c_ulonglong, ctypes.c_ulonglong]
+                              ctypes.c_int, ctypes.c_ulonglong, ctypes.c_ulonglong, ctypes.c_int]
             signature = getattr(self._lib, f"cbct_emu_signature_{index}")
             signature.restype = ctypes.c_char_p
             text = signature().decode()
