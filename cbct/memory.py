@@ -74,11 +74,11 @@ def available_gpu_bytes(device: str) -> int | None:
     try:
         import cupy
 
+        from cbct.cuda.kernels import free_device_memory
+
         index = int(device.split(":")[1]) if ":" in device else 0
         with cupy.cuda.Device(index):
-            free, _total = cupy.cuda.runtime.memGetInfo()
-        pool = cupy.get_default_memory_pool()
-        return int(free) + int(pool.free_bytes())  # the pool's cached blocks are reusable
+            return free_device_memory()  # free driver memory and CuPy's pooled free blocks
     except Exception:  # no CuPy, no driver: the allocation itself will tell
         return None
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import os
 import pathlib
 import signal
@@ -135,6 +136,11 @@ def test_changed_input_or_entry_is_recomputed(tmp_path):
     status = {s["id"]: s for s in run_batch(manifest, pipeline, out)["scans"]}
     assert status["b"]["reason"] == "recomputed: input, entry changed" or status["b"]["reason"] == "recomputed: entry changed"
     assert volumes(out)["b"].shape == (8, 16, 16) and status["a"]["status"] == "skipped"
+    # an input that changes into a broken one: the scan fails and the old result is flagged as out of date
+    (tmp_path / "a.h5").write_bytes((tmp_path / "a.h5").read_bytes()[:5000])
+    item = run_batch(manifest, pipeline, out)["scans"][0]
+    assert item["status"] == "failed" and "truncated or corrupt" in item["error"]
+    assert "whose fingerprint no longer matches: it is out of date" in item["stale_result"]
 
 
 def test_second_run_refuses_naming_the_holder_or_waits(inputs, tmp_path, capsys):
@@ -239,3 +245,20 @@ def test_a_stage_that_cannot_reach_a_worker_fails_that_scan_clearly(inputs, tmp_
     item = summary["scans"][0]
     assert item["status"] == "failed" and "could not run scan 's1' in a worker process" in item["error"]
     assert "pickle" in item["error"].lower()
+
+
+def test_final_table_and_quiet(inputs, reference, tmp_path, capsys):
+    manifest, pipeline = inputs
+    out = tmp_path / "out"
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(manifest.read_text().replace("size: 24", "size: 24\n    raw: true\n    noise: 2.0", 1))
+    assert main(["run", str(bad), "-p", str(pipeline), "-o", str(out), "--only", "s0", "s1", "--no-progress"]) == 1
+    err = capsys.readouterr().err
+    assert re.search(r"^scan +status +seconds +detail$", err, re.MULTILINE)
+    assert re.search(r"^s0 +failed +[\d.]+ +PipelineError: scan 's0': stage 1/3 'preprocess' failed: ValueError: \d+ pixels",
+                     err, re.MULTILINE)
+    assert re.search(r"^s1 +ok +[\d.]+ +new$", err, re.MULTILINE)
+    assert "1 finished, 0 skipped, 1 failed, 0 pending (run failed; summary: " in err
+    assert main(["run", str(bad), "-p", str(pipeline), "-o", str(out), "--only", "s1", "--quiet"]) == 0
+    captured = capsys.readouterr()
+    assert captured.err == "" and json.loads(captured.out)["counts"]["skipped"] == 1

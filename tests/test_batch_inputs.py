@@ -243,3 +243,11 @@ def test_dicom_series_renders_in_dcmtk(dicom_series, tmp_path):
         assert done.returncode == 0, done.stderr
         image = np.asarray(Image.open(png))
         assert image.shape == (12, 10) and image.std() > 0
+
+
+def test_fdk_stage_checks_gpu_memory_on_the_emulated_device(geometry, line_integrals, emulated_cp):
+    """The GPU path: the estimate is compared with the device's free memory (the stand-in has 8 GiB free)."""
+    scan = Scan.from_arrays(geometry, projections=line_integrals, metadata={"id": "gpu"})
+    with pytest.raises(PipelineError, match=r"FDK of a 1400x1400x1400 volume .* needs about 10.2 GiB of memory but "
+                                            r"only 8.0 GiB is free on cuda"):
+        run_pipeline(Pipeline("p", [Stage("fdk", {"volume_shape": 1400, "voxel_size": 0.03})]), scan, device="cuda")

@@ -218,6 +218,9 @@ class ResultStore:
         failure = self.failure(scan_id)
         if failure is not None and failure.get("run_id") == run_id:
             item.update(status="failed", run_id=run_id, error=failure.get("error"), seconds=failure.get("seconds"))
+            if result is not None:
+                item["stale_result"] = (f"{item['dir']} still holds a result of {result.get('finished')} whose "
+                                        "fingerprint no longer matches: it is out of date")
             return item
         item["status"] = "pending"
         if result is not None:
