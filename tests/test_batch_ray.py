@@ -100,3 +100,25 @@ def test_cli_joins_the_cluster_and_recomputes_a_changed_input(cluster, local_ref
     assert status["s1"]["status"] == "skipped"
     assert status["s3"]["status"] == "ok" and status["s3"]["reason"] == "recomputed: entry changed"
     assert not np.array_equal(volumes(out)["s3"], reference["s3"])
+
+
+def test_both_executors_report_each_stage(cluster, local_reference, tmp_path):
+    from cbct.batch import LocalExecutor, RayExecutor, RunSettings, make_plan
+    from cbct.io.manifest import load_manifest
+    from cbct.pipeline import load_pipeline
+
+    manifest, pipeline, _ = local_reference
+    pipe = load_pipeline(pipeline)
+    jobs = make_plan(load_manifest(manifest), pipe, only=["s1"])
+    for executor in (RayExecutor(), LocalExecutor()):
+        stages, outcomes = [], []
+        out = tmp_path / executor.name
+        out.mkdir()
+        executor.start()
+        try:
+            executor.execute(jobs, RunSettings(out=out, pipeline=pipe, run_id="r", manifest=str(manifest)), force=False,
+                             on_outcome=outcomes.append, on_stage=lambda *event: stages.append(event))
+        finally:
+            executor.close()
+        assert [o["status"] for o in outcomes] == ["ok"]
+        assert stages == [("s1", 0, 3, "preprocess"), ("s1", 1, 3, "fdk"), ("s1", 2, 3, "export")], executor.name

@@ -60,6 +60,10 @@ class _Progress:
         self.bar = tqdm(total=total, desc=label, unit="scan", file=sys.stderr, dynamic_ncols=True,
                         disable=mode is not True or not sys.stderr.isatty())
 
+    @property
+    def shows_bar(self) -> bool:
+        return not self.bar.disable
+
     def stage(self, scan_id: str, i: int, n: int, label: str) -> None:
         self.bar.set_postfix_str(f"{scan_id}: {label} ({i + 1}/{n})", refresh=True)
 
@@ -192,7 +196,8 @@ def _run(runner: Executor, kind: str, manifest_obj: Any, pipe: Any, jobs_all: li
             bar.done(outcome)
             store.write_summary(header, plan, run_id)
 
-        runner.execute(todo, settings, force=force, on_outcome=on_outcome, on_stage=bar.stage)
+        runner.execute(todo, settings, force=force, on_outcome=on_outcome,
+                       on_stage=bar.stage if bar.shows_bar else None)
         failed = any(store.scan_status(j.id, j.digest, run_id)["status"] == "failed" for j in jobs)
         run["status"] = "failed" if failed else "ok"
     except BaseException:

@@ -219,11 +219,18 @@ def _terminate(pool: cf.ProcessPoolExecutor) -> None:
 
 
 # ---------------------------------------------------------------------------------------------------- ray
-def _ray_job(job: Job, settings: RunSettings, force: bool, threads: int) -> Outcome:
+def _ray_job(job: Job, settings: RunSettings, force: bool, threads: int, events: Any = None) -> Outcome:
     import numba
 
     numba.set_num_threads(max(1, min(threads, numba.config.NUMBA_NUM_THREADS)))
-    return run_job(job, settings, force=force)
+
+    def on_stage(scan_id: str, i: int, n: int, label: str) -> None:
+        try:
+            events.put_nowait((scan_id, i, n, label))
+        except Exception:  # progress is best effort: never fail a scan for it
+            pass
+
+    return run_job(job, settings, force=force, on_stage=on_stage if events is not None else None)
 
 
 class RayExecutor:
@@ -296,10 +303,17 @@ class RayExecutor:
                                             retry_exceptions=False)
         settings = dataclasses.replace(settings, device="cuda:0" if self.device == "cuda" else "cpu")
         threads = max(1, int(self.cpus))
-        refs = {task.remote(job, settings, force, threads): job for job in jobs}
+        events = None
+        if on_stage is not None:  # stage progress through a small queue actor (only when someone watches)
+            from ray.util.queue import Queue
+
+            events = Queue(actor_options={"num_cpus": 0})
+        refs = {task.remote(job, settings, force, threads, events): job for job in jobs}
         try:
             while refs:
                 ready, _ = ray.wait(list(refs), num_returns=1, timeout=0.5)
+                while events is not None and not events.empty():
+                    on_stage(*events.get_nowait())
                 for ref in ready:
                     job = refs.pop(ref)
                     try:
@@ -311,6 +325,8 @@ class RayExecutor:
         finally:
             for ref in refs:
                 ray.cancel(ref, force=True)
+            if events is not None:
+                events.shutdown()
 
 
 def make_executor(kind: str, *, device: str = "cpu", workers: int | None = None, address: str | None = None,
