@@ -229,6 +229,17 @@ def test_sharded_parts_share_one_folder(inputs, reference, tmp_path):
     first = run_batch(manifest, pipeline, out, num_parts=2, part_id=0)
     assert first["counts"] == {"ok": 3, "skipped": 0, "failed": 0, "pending": 3}
     assert [s["id"] for s in first["scans"] if s["status"] == "ok"] == ["s0", "s2", "s4"]
+    # while part 1 is held by another run: a whole run is refused naming it, part 1 too, part 0 may run
+    other = ResultStore(out)
+    other.lock(part=(1, 2), info={"pid": 777, "host": "node-b", "started": "now", "command": "cbct run --part-id 1"})
+    try:
+        with pytest.raises(LockedError, match="in use by pid 777 on node-b"):
+            run_batch(manifest, pipeline, out)
+        with pytest.raises(LockedError, match="part 1 of 2 of this output folder is in use by pid 777"):
+            run_batch(manifest, pipeline, out, num_parts=2, part_id=1)
+        assert run_batch(manifest, pipeline, out, num_parts=2, part_id=0)["counts"]["skipped"] == 3
+    finally:
+        other.unlock()
     second = run_batch(manifest, pipeline, out, num_parts=2, part_id=1)
     assert second["counts"] == {"ok": 3, "skipped": 3, "failed": 0, "pending": 0}
     for key, vol in volumes(out).items():

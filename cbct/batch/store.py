@@ -127,8 +127,8 @@ class ResultStore:
                     announced = True
                 time.sleep(0.2)
             self._fds.append(fd)
+            os.ftruncate(fd, 0)  # what it holds is stale: no one holds it exclusively now
             if mode == fcntl.LOCK_EX:
-                os.ftruncate(fd, 0)
                 os.pwrite(fd, json.dumps(dict(info or holder_info())).encode(), 0)
 
     def unlock(self) -> None:
