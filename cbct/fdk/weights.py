@@ -9,7 +9,8 @@ Each ray gets a smooth confidence ``c = c_scan(beta, alpha) * c_detector(alpha)`
 - a short scan (one arc of less than ``pi + 2 fan + SHORT_SCAN_MARGIN``): Parker's sin² tapers at its ends;
 - a full circle with holes (gaps much larger than the typical spacing): ``c_scan`` is 0 inside each hole and rises
   as sin² over ``taper`` outside it, so a ray whose conjugate falls in a hole gets ``W = 1``, one whose conjugate is
-  measured ``1/2``, smoothly in between (Wesarg et al., "Parker weights revisited", Med. Phys. 2002);
+  measured ``1/2``, smoothly in between (normalised smooth weights, in the spirit of Wesarg et al., "Parker weights
+  revisited", Med. Phys. 2002);
 - a displaced detector: Wang's weights across its overlap (as RTK). These compose with any of the above.
 
 Fan angles ``alpha`` follow Parker/RTK: the conjugate of ray ``(beta, alpha)`` is ``(beta + pi + 2 alpha, -alpha)``
@@ -29,10 +30,11 @@ log = logging.getLogger(__name__)
 
 TWO_PI = 2 * np.pi
 HOLE_MIN_GAP = np.radians(5.0)  # a hole is a gap above this ...
-HOLE_FACTOR = 2.5  # ... and above this many times the median gap
+HOLE_FACTOR = 2.5  # ... and above this many times the 90th percentile of the gaps (random gaps are no holes)
 SHORT_SCAN_MARGIN = np.radians(20.0)  # one arc shorter than 180 deg + 2 half fans + this: Parker short scan
-TAPER_MIN = np.radians(20.0)  # the sin² taper beside a hole is this wide ...
-TAPER_GAPS = 2.5  # ... or this many median gaps, if wider
+TAPER_MIN = np.radians(20.0)  # the sin² taper beside a hole is this wide, or wider:
+TAPER_FANS = 4.0  # this many half fans (W changes across the detector over half the taper: keep it smooth)
+TAPER_GAPS = 2.5  # this many median gaps
 DISPLACED_FRACTION = 0.1  # |gamma_min + gamma_max| above this fraction of the fan width: displaced detector
 
 
@@ -66,7 +68,8 @@ class ScanCoverage:
 def scan_coverage(angles: np.ndarray, *, half_fan: float = 0.0, short_scan: bool | None = None) -> ScanCoverage:
     """Angular coverage and per-view angular weights of views at gantry ``angles`` (radians, any order).
 
-    Gaps above ``HOLE_MIN_GAP`` and ``HOLE_FACTOR`` times the median gap are holes. One hole leaving an arc shorter
+    Gaps above ``HOLE_MIN_GAP`` and ``HOLE_FACTOR`` times the 90th percentile of the gaps are holes (a sector
+    missing from otherwise regular views; the larger gaps of random or uneven views are not). One hole leaving an arc shorter
     than ``pi + 2 half_fan + SHORT_SCAN_MARGIN`` makes a short scan (``short_scan`` forces or forbids it: a forced
     short scan starts after the largest gap); otherwise the scan is a full circle, with holes or without.
     """
@@ -80,7 +83,7 @@ def scan_coverage(angles: np.ndarray, *, half_fan: float = 0.0, short_scan: bool
     sorted_ang = wrapped[order]
     gaps_next = np.diff(np.append(sorted_ang, sorted_ang[0] + TWO_PI))  # gap to the next view, circularly
     spacing = float(np.median(gaps_next))
-    is_hole = gaps_next > max(HOLE_MIN_GAP, HOLE_FACTOR * spacing)
+    is_hole = gaps_next > max(HOLE_MIN_GAP, HOLE_FACTOR * float(np.quantile(gaps_next, 0.9)))
     largest = int(np.argmax(gaps_next))
     if short_scan is None:
         short = bool(is_hole.sum() == 1 and TWO_PI - gaps_next[largest] < np.pi + 2 * half_fan + SHORT_SCAN_MARGIN)
@@ -101,13 +104,13 @@ def scan_coverage(angles: np.ndarray, *, half_fan: float = 0.0, short_scan: bool
     # each hole starts half the edge view's inner gap after it and ends as much before the next view
     k = np.flatnonzero(is_hole)
     starts = beta_sorted[k] + 0.5 * covered_next[k]
-    ends = beta_sorted[k] + gaps_next[k] - 0.5 * covered_prev[(k + 1) % n]
+    ends = np.maximum(starts, beta_sorted[k] + gaps_next[k] - 0.5 * covered_prev[(k + 1) % n])
     holes = np.stack([starts, ends], axis=1) if k.size else np.zeros((0, 2))
     beta = np.empty(n)
     weights = np.empty(n)
     beta[order] = beta_sorted
     weights[order] = weights_sorted
-    taper = max(TAPER_MIN, TAPER_GAPS * spacing)
+    taper = max(TAPER_MIN, TAPER_FANS * half_fan, TAPER_GAPS * spacing)
     return ScanCoverage(beta, float(beta_sorted.max()), weights, short, holes, taper)
 
 
