@@ -55,7 +55,7 @@ def psnr(rec: np.ndarray, truth: np.ndarray, mask: np.ndarray) -> float:
 
 def plain_fdk(p: np.ndarray, g: cbct.ConeGeometry, filt: str) -> np.ndarray:
     """FDK with 1/2 for every ray and the holes covered by angular weights (no holes detected)."""
-    with mock.patch.object(weights, "HOLE_MIN_GAP", np.inf):
+    with mock.patch.object(weights, "HOLE_MIN_GAP", np.inf), mock.patch.object(weights, "HOLE_ALWAYS", np.inf):
         return cbct.fdk(p, g, filter=filt, short_scan=False)
 
 

@@ -31,7 +31,7 @@ def with_hole(step: int, hole_deg: float, start_deg: float = 100.0) -> np.ndarra
 
 def plain_fdk(proj, geom, **kw):
     """FDK with 1/2 for every ray and the holes covered by angular weights (the old ``short_scan=False``)."""
-    with mock.patch.object(weights, "HOLE_MIN_GAP", np.inf):
+    with mock.patch.object(weights, "HOLE_MIN_GAP", np.inf), mock.patch.object(weights, "HOLE_ALWAYS", np.inf):
         return cbct.fdk(proj, geom, short_scan=False, **kw)
 
 
@@ -64,6 +64,11 @@ def test_coverage_kinds():
     # one arc of 180 deg plus the fan (and a little) is a short scan; its end views get their inner gap twice
     short = scan_coverage(np.linspace(0, np.pi + 2 * FAN + 0.1, 200), half_fan=FAN)
     assert short.kind == "short" and short.gaps.sum() == pytest.approx(np.pi + 2 * FAN + 0.1 + short.gaps[0])
+    # a short scan of a few views is still one
+    assert scan_coverage(np.radians([0.0, 50, 100, 150, 200]), half_fan=FAN).kind == "short"
+    assert scan_coverage(np.radians([0.0, 90, 180, 270]), half_fan=FAN).kind == "full"
+    # the larger gaps of random views are no holes
+    assert scan_coverage(np.sort(np.random.default_rng(1).uniform(0, 2 * np.pi, 45)), half_fan=FAN).kind == "full"
     # two holes
     deg = np.arange(0, 360, 2.0)
     two = scan_coverage(np.radians(deg[~(((deg > 40) & (deg < 70)) | ((deg > 200) & (deg < 260)))]), half_fan=FAN)

@@ -31,6 +31,7 @@ log = logging.getLogger(__name__)
 TWO_PI = 2 * np.pi
 HOLE_MIN_GAP = np.radians(5.0)  # a hole is a gap above this ...
 HOLE_FACTOR = 2.5  # ... and above this many times the 90th percentile of the gaps (random gaps are no holes)
+HOLE_ALWAYS = 0.5 * np.pi  # a gap above this (a quarter turn) is a hole however few the views
 SHORT_SCAN_MARGIN = np.radians(20.0)  # one arc shorter than 180 deg + 2 half fans + this: Parker short scan
 TAPER_MIN = np.radians(20.0)  # the sin² taper beside a hole is this wide, or wider:
 TAPER_FANS = 4.0  # this many half fans (W changes across the detector over half the taper: keep it smooth)
@@ -69,7 +70,8 @@ def scan_coverage(angles: np.ndarray, *, half_fan: float = 0.0, short_scan: bool
     """Angular coverage and per-view angular weights of views at gantry ``angles`` (radians, any order).
 
     Gaps above ``HOLE_MIN_GAP`` and ``HOLE_FACTOR`` times the 90th percentile of the gaps are holes (a sector
-    missing from otherwise regular views; the larger gaps of random or uneven views are not). One hole leaving an arc shorter
+    missing from otherwise regular views; the larger gaps of random or uneven views are not), and so are gaps over
+    90 degrees. One hole leaving an arc shorter
     than ``pi + 2 half_fan + SHORT_SCAN_MARGIN`` makes a short scan (``short_scan`` forces or forbids it: a forced
     short scan starts after the largest gap); otherwise the scan is a full circle, with holes or without.
     """
@@ -84,6 +86,7 @@ def scan_coverage(angles: np.ndarray, *, half_fan: float = 0.0, short_scan: bool
     gaps_next = np.diff(np.append(sorted_ang, sorted_ang[0] + TWO_PI))  # gap to the next view, circularly
     spacing = float(np.median(gaps_next))
     is_hole = gaps_next > max(HOLE_MIN_GAP, HOLE_FACTOR * float(np.quantile(gaps_next, 0.9)))
+    is_hole |= gaps_next > HOLE_ALWAYS
     largest = int(np.argmax(gaps_next))
     if short_scan is None:
         short = bool(is_hole.sum() == 1 and TWO_PI - gaps_next[largest] < np.pi + 2 * half_fan + SHORT_SCAN_MARGIN)
