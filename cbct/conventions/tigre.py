@@ -144,8 +144,6 @@ def from_tigre(geo: Any, angles) -> ConeGeometry:
     dso = _per_angle(geo, "DSO", n, None, 0.0)
     if np.any(dso <= 0) or np.any(dsd <= 0):
         raise ValueError(f"geo.DSO and geo.DSD must be positive, got DSO={dso.min():g}..{dso.max():g}, DSD={dsd.min():g}..{dsd.max():g}")
-    if np.any(np.isclose(dsd, 0.0)):
-        raise ValueError("geo.DSD must not be 0")
     cor = _per_angle(geo, "COR", n, None, 0.0)
     off_origin = _per_angle(geo, "offOrigin", n, 3, 0.0)[:, ::-1]  # (z, y, x) -> (x, y, z)
     off_det = _per_angle(geo, "offDetector", n, 2, 0.0)  # (v, u)
