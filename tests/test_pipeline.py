@@ -106,8 +106,30 @@ def test_grid_override_and_export(scan, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["volume.h5", "volume.png"]
     back = cbct.io.read_volume(result.outputs["hdf5"])
     np.testing.assert_array_equal(back.data, result.volume)
-    with pytest.raises(PipelineError, match="no output directory"):
-        run_pipeline(pipe, scan)
+
+
+
+def test_without_out_dir_export_writes_nothing_and_the_volume_is_returned(scan, tmp_path, monkeypatch, caplog):
+    monkeypatch.chdir(tmp_path)
+    pipe = Pipeline("p", [Stage("fdk"), Stage("export", {"formats": ["hdf5", "png"]})])
+    with caplog.at_level("INFO", logger="cbct.pipeline.stages"):
+        result = run_pipeline(pipe, scan)
+    assert result.volume.shape == scan.geometry.volume.shape and result.outputs == {}
+    assert list(tmp_path.iterdir()) == []
+    assert "nothing written" in caplog.text
+
+
+@pytest.mark.parametrize("name", ["fdk", "sparse_view", "motion"])
+def test_bundled_pipelines_return_a_volume_from_python(name, geometry, tmp_path, monkeypatch):
+    """The shipped pipelines run from Python without an output folder (sparse view: every 2nd view of the scan)."""
+    monkeypatch.chdir(tmp_path)
+    projections = shepp_logan_projections(geometry).astype(np.float32)
+    scan = Scan.from_arrays(geometry, projections=projections, metadata={"id": name})
+    if name == "sparse_view":
+        scan = Scan.from_arrays(geometry[::2], projections=projections[::2], metadata={"id": name, "sparse_step": 2})
+    result = run_pipeline(name, scan)
+    assert result.volume.shape == geometry.volume.shape and np.isfinite(result.volume).all()
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_tooth_through_the_pipeline(data_file):

@@ -213,7 +213,8 @@ def export_stage(
     window: Sequence[float] | None = None,
 ) -> PipelineState:
     """Write the volume in ``formats`` (``hdf5``, ``nifti``, ``dicom``, ``png``) to ``dir`` (default: the run's
-    output directory, ``state.extras["out_dir"]``), each file atomically.
+    output directory, ``state.extras["out_dir"]``), each file atomically. Without either (``run_pipeline`` called
+    without ``out_dir`` from Python) nothing is written: the stage logs it and the volume is only returned.
 
     Args:
         formats: what to write; files are named ``<stem>.h5``, ``<stem>.nii.gz``, ``<stem>_dicom/``, ``<stem>.png``.
@@ -235,8 +236,8 @@ def export_stage(
     elif run_dir is not None:
         out = pathlib.Path(run_dir)
     else:
-        raise ValueError("export: no output directory: pass out_dir= to run_pipeline (cbct run sets it) or set "
-                         "the stage parameter 'dir'")
+        log.info("export: no output folder (run_pipeline without out_dir): nothing written, the volume is returned")
+        return state
     data = np.asarray(to_host(state.volume), dtype=np.float32)
     meta = {"units": "mm^-1", "scan_id": state.metadata.get("id"), "pipeline": state.extras.get("pipeline")}
     volume = Volume(data, state.geometry.volume, meta)
