@@ -89,7 +89,8 @@ def parse_nvrtc_options(options: Sequence[str]) -> BuildOptions:
     ftz = False
     ignored = re.compile(r"^(-arch|--gpu-architecture|-lineinfo|--generate-line-info|-G|--device-debug|--fmad|-fmad"
                          r"|--prec-div|-prec-div|--prec-sqrt|-prec-sqrt|-default-device|--restrict|-restrict"
-                         r"|--extra-device-vectorization|-dw|--disable-warnings|-w|--dopt|-I|--include-path)")
+                         r"|--extra-device-vectorization|-dw|--disable-warnings|-w|--dopt|-I|--include-path"
+                         r"|--device-as-default-execution-space)")
     for option in options:
         if m := re.fullmatch(r"(?:-D|--define-macro=)(\w+)(?:=(.*))?", option):
             defines.append((m.group(1), m.group(2) if m.group(2) is not None else "1"))

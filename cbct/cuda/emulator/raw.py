@@ -10,8 +10,12 @@ import numpy as np
 from cbct.cuda.emulator import textures as texture_module
 from cbct.cuda.emulator.devices import DeviceState, MemoryPointer, ndarray
 from cbct.cuda.emulator.module import HostModule, KernelArgument
+from cbct.cuda.nvrtc_check import CUPY_ADDED_OPTIONS
 
-__all__ = ["pack_argument", "RawKernel", "RawModule"]
+__all__ = ["pack_argument", "RawKernel", "RawModule", "EMULATED_ARCH"]
+
+#: The compute capability the emulated device reports (``__CUDA_ARCH__`` 900 in ``cuda_host.h``).
+EMULATED_ARCH = "90"
 
 
 _C_TYPES = {  # dtype -> (C++ spellings of the element type, ctypes scalar)
@@ -86,8 +90,9 @@ class RawModule:
 
     @property
     def _host(self) -> HostModule:
-        if self._host_module is None:  # CuPy (14) appends -ftz=true to the options of every NVRTC compilation
-            self._host_module = HostModule(self.code, (*self.options, "-ftz=true"), self.name_expressions,
+        if self._host_module is None:  # with what CuPy appends to every NVRTC compilation (-ftz=true, ...)
+            added = tuple(option.format(arch=EMULATED_ARCH) for option in CUPY_ADDED_OPTIONS)
+            self._host_module = HostModule(self.code, (*self.options, *added), self.name_expressions,
                                            what="RawModule source")
         return self._host_module
 
