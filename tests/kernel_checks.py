@@ -57,15 +57,27 @@ def texture_filtered_fdk_reference(proj: np.ndarray, geom: cbct.ConeGeometry) ->
     return out.reshape(nz, ny, nx)
 
 
+def rel(a: Any, b: np.ndarray) -> float:
+    """Relative L2 error of ``a`` (NumPy, or a device array with ``.get()``) against the reference ``b``."""
+    a = a.get() if hasattr(a, "get") else a
+    return float(np.linalg.norm(np.asarray(a, np.float64) - b) / np.linalg.norm(b))
+
+
+def tilted(geom: cbct.ConeGeometry, about_x: float, about_y: float) -> cbct.ConeGeometry:
+    """The same scan with its orbit turned by ``about_x`` degrees about the x axis, then ``about_y`` about y (a large
+    share of the rays then advance fastest along z)."""
+    a, b = np.radians(about_x), np.radians(about_y)
+    rx = np.array([[1, 0, 0], [0, np.cos(a), -np.sin(a)], [0, np.sin(a), np.cos(a)]])
+    ry = np.array([[np.cos(b), 0, np.sin(b)], [0, 1, 0], [-np.sin(b), 0, np.cos(b)]])
+    return geom.with_rigid_motion(np.repeat((ry @ rx)[None], geom.n_views, 0), np.zeros((geom.n_views, 3)))
+
+
 def _geometries() -> dict[str, cbct.ConeGeometry]:
     plain = cbct.ConeGeometry.circular(
         dso=300.0, dsd=450.0, detector_shape=(22, 30), detector_pixel_size=(2.4, 2.2), volume_shape=(19, 20, 21),
         voxel_size=(2.0, 1.9, 2.1), n_views=23, volume_offset=(1.5, -2.0, 1.0), detector_offset=(1.2, 0.0),
     )
-    a, b = np.radians(60.0), np.radians(45.0)
-    rx = np.array([[1, 0, 0], [0, np.cos(a), -np.sin(a)], [0, np.sin(a), np.cos(a)]])
-    ry = np.array([[np.cos(b), 0, np.sin(b)], [0, 1, 0], [-np.sin(b), 0, np.cos(b)]])
-    steep = plain.with_rigid_motion(np.repeat((ry @ rx)[None], plain.n_views, 0), np.zeros((plain.n_views, 3)))
+    steep = tilted(plain, 60.0, 45.0)
     wide = cbct.ConeGeometry.circular(  # more than one block of threads along every axis of both kernels' grids
         dso=300.0, dsd=450.0, detector_shape=(18, 40), detector_pixel_size=(2.2, 2.0), volume_shape=(9, 12, 45),
         voxel_size=(2.0, 2.2, 1.6), n_views=23, volume_offset=(0.5, 1.0, -1.5),
@@ -111,11 +123,6 @@ def prepare_references(seed: int = 7) -> dict[str, Any]:
     return refs
 
 
-def _rel(a: Any, b: np.ndarray) -> float:
-    a = a.get() if hasattr(a, "get") else a
-    return float(np.linalg.norm(np.asarray(a, np.float64) - b) / np.linalg.norm(b))
-
-
 def failed_checks(cp: Any, refs: dict[str, Any]) -> list[str]:
     """Run every kernel specialisation on ``cp`` (the emulated device) with small launches (several constant
     refills, slabs, straddling segments); the names of the checks that miss their reference."""
@@ -140,27 +147,27 @@ def failed_checks(cp: Any, refs: dict[str, Any]) -> list[str]:
                     if expected is None:
                         check(f"{case} fdk<{vpt}> empty segment", float(np.abs(out[k]).max()), 1e-30)
                     else:
-                        check(f"{case} fdk<{vpt}> segment {k}", _rel(out[k], expected), EXACT)
+                        check(f"{case} fdk<{vpt}> segment {k}", rel(out[k], expected), EXACT)
                 half_out = kernels.backproject_fdk(f32(r["proj"]), geom, texture_dtype="float16", voxels_per_thread=vpt)
-                check(f"{case} fdk<{vpt}> float16", _rel(half_out[0], r["fdk_half"]), EXACT)
+                check(f"{case} fdk<{vpt}> float16", rel(half_out[0], r["fdk_half"]), EXACT)
                 filtered = kernels.backproject_fdk(f32(r["proj"]), geom, interpolation="texture", voxels_per_thread=vpt)
-                check(f"{case} fdk<{vpt}, texture>", _rel(filtered[0], r["fdk_filter_reading"]), FILTER_READING)
+                check(f"{case} fdk<{vpt}, texture>", rel(filtered[0], r["fdk_filter_reading"]), FILTER_READING)
                 smooth = kernels.backproject_fdk(f32(r["smooth_proj"]), geom, interpolation="texture",
                                                  texture_dtype="float16", voxels_per_thread=vpt)
-                check(f"{case} fdk<{vpt}, texture> float16 smooth", _rel(smooth[0], r["fdk_smooth"]), SMOOTH_FILTER)
+                check(f"{case} fdk<{vpt}, texture> float16 smooth", rel(smooth[0], r["fdk_smooth"]), SMOOTH_FILTER)
                 one = kernels.backproject_fdk(f32(r["proj"][7:8]), geom[7:8], voxels_per_thread=vpt)
-                check(f"{case} fdk<{vpt}> one view", _rel(one[0], r["fdk_one_view"]), EXACT)
-            check(f"{case} project", _rel(kernels.project(f32(r["volume"]), geom, memory_limit=plane * 7),
+                check(f"{case} fdk<{vpt}> one view", rel(one[0], r["fdk_one_view"]), EXACT)
+            check(f"{case} project", rel(kernels.project(f32(r["volume"]), geom, memory_limit=plane * 7),
                                           r["project"]), EXACT)
-            check(f"{case} project float16", _rel(kernels.project(f32(r["volume"]), geom, texture_dtype="float16"),
+            check(f"{case} project float16", rel(kernels.project(f32(r["volume"]), geom, texture_dtype="float16"),
                                                   r["project_half"]), EXACT)
             for dtype in ("float32", "float16"):
                 out = kernels.project(f32(r["smooth"]), geom, interpolation="texture", texture_dtype=dtype,
                                       memory_limit=plane * 7)
-                check(f"{case} project texture {dtype} smooth", _rel(out, r["project_smooth"]), SMOOTH_FILTER)
-            check(f"{case} matched", _rel(kernels.backproject_matched(f32(r["proj"]), geom), r["matched"]), EXACT)
+                check(f"{case} project texture {dtype} smooth", rel(out, r["project_smooth"]), SMOOTH_FILTER)
+            check(f"{case} matched", rel(kernels.backproject_matched(f32(r["proj"]), geom), r["matched"]), EXACT)
             views = np.array([1, 2, 9, 20, 22])
-            check(f"{case} matched views", _rel(kernels.backproject_matched(f32(r["proj"]), geom, views),
+            check(f"{case} matched views", rel(kernels.backproject_matched(f32(r["proj"]), geom, views),
                                                 r["matched_views"]), EXACT)
     finally:
         kernels.MAX_FDK_VIEWS, kernels.MAX_PROJECT_VIEWS, kernels.MAX_MATCHED_VIEWS = saved

@@ -13,24 +13,11 @@ from cbct.cpu import kernels as cpu
 from cbct.cuda.compile import FDK_VOXELS_PER_THREAD, compile_options
 from cbct.cuda.sources import KERNEL_FILES, kernel_source
 from cbct.phantoms import shepp_logan_volume
+from kernel_checks import rel, tilted
 
 pytestmark = pytest.mark.usefixtures("one_numba_thread")
 AGREEMENT = 1e-4
 CONSTANT_MEMORY = 64 * 1024
-
-
-def rel(a, b) -> float:
-    a = a.get() if hasattr(a, "get") else a
-    return float(np.linalg.norm(np.asarray(a, np.float64) - b) / np.linalg.norm(b))
-
-
-def tilted(geom: cbct.ConeGeometry, about_x: float, about_y: float) -> cbct.ConeGeometry:
-    """The same scan with its orbit turned by ``about_x`` degrees about the x axis, then ``about_y`` about y."""
-    a, b = np.radians(about_x), np.radians(about_y)
-    rx = np.array([[1, 0, 0], [0, np.cos(a), -np.sin(a)], [0, np.sin(a), np.cos(a)]])
-    ry = np.array([[np.cos(b), 0, np.sin(b)], [0, 1, 0], [-np.sin(b), 0, np.cos(b)]])
-    rot = ry @ rx
-    return geom.with_rigid_motion(np.repeat(rot[None], geom.n_views, 0), np.zeros((geom.n_views, 3)))
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,7 @@ import pytest
 import cbct
 from cbct.cpu import kernels as cpu
 from cbct.phantoms import shepp_logan_projections, shepp_logan_volume
-from kernel_checks import half, texture_filtered_fdk_reference
+from kernel_checks import half, rel, texture_filtered_fdk_reference
 
 BACKENDS = ["numpy", "emulated", pytest.param("gpu", marks=pytest.mark.gpu)]
 AGREEMENT = 1e-4  # relative L2 error allowed against the float64 CPU reference (issue 3)
@@ -76,10 +76,6 @@ def scan():
         "filtered_geom": filtered_geom, "fdk": cbct.fdk(projections, geom),
         "bp": cpu.backproject_fdk(filtered, filtered_geom)[0],
     }
-
-
-def rel(a: np.ndarray, b: np.ndarray) -> float:
-    return float(np.linalg.norm(np.asarray(a, np.float64) - b) / np.linalg.norm(b))
 
 
 # ------------------------------------------------------------------------------------------ agreement

@@ -11,6 +11,7 @@ import pytest
 import cbct
 from cbct.cpu import kernels as cpu
 from cbct.phantoms import shepp_logan_projections, shepp_logan_volume
+from kernel_checks import rel
 
 AGREEMENT = 1e-4
 
@@ -34,11 +35,6 @@ def scan():
     filtered, filtered_geom = cbct.fdk_filter(projections, geom)
     return {"geom": geom, "volume": volume, "projections": projections, "filtered": filtered,
             "filtered_geom": filtered_geom, "bp": cpu.backproject_fdk(filtered, filtered_geom)[0]}
-
-
-def rel(a, b) -> float:
-    a = a.get() if hasattr(a, "get") else a
-    return float(np.linalg.norm(np.asarray(a, np.float64) - b) / np.linalg.norm(b))
 
 
 def launches(cp, name: str) -> list[tuple[str, tuple[int, ...], int]]:
