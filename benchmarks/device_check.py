@@ -275,9 +275,9 @@ def jsonable(x: Any) -> Any:
 
 def write_json(path: pathlib.Path, data: Mapping[str, Any]) -> None:
     """Write atomically (a reader never sees half a file)."""
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(jsonable(data), indent=2, allow_nan=False) + "\n")
-    os.replace(tmp, path)
+    from cbct.io.atomic import write_text_atomic
+
+    write_text_atomic(path, json.dumps(jsonable(data), indent=2, allow_nan=False) + "\n")
 
 
 # ----------------------------------------------------------------------------------------- command line

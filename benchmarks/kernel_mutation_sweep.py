@@ -30,6 +30,7 @@ for path in (ROOT, ROOT / "tests"):
 
 import kernel_checks  # noqa: E402
 from cbct.cuda.sources import read_source  # noqa: E402
+from cbct.io.atomic import write_text_atomic  # noqa: E402
 
 log = logging.getLogger("benchmarks.kernel_mutation_sweep")
 
@@ -123,10 +124,7 @@ def main(argv: list[str] | None = None) -> int:
         "survivors": [r for r in results if r["status"] == "survived"],
         "all": results,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.out.with_suffix(".tmp")
-    tmp.write_text(json.dumps(summary, indent=1))
-    tmp.replace(args.out)
+    write_text_atomic(args.out, json.dumps(summary, indent=1))
     log.info("%d mutants: %s; kill rate of those that build %.1f %% (%.0f s) -> %s", len(results), counts,
              100 * summary["kill_rate_of_built"], summary["wall_s"], args.out)
     return 0
