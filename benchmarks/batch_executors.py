@@ -24,7 +24,6 @@ import sys
 import tempfile
 import time
 
-import h5py
 import numpy as np
 import yaml
 
@@ -46,14 +45,6 @@ def make_inputs(folder: pathlib.Path, n: int, size: int, views: int) -> tuple[pa
     pipeline = folder / "pipeline.yaml"
     pipeline.write_text(yaml.safe_dump(PIPELINE))
     return manifest, pipeline
-
-
-def volumes(out: pathlib.Path) -> dict[str, np.ndarray]:
-    found = {}
-    for result in sorted(out.glob("*/result.json")):
-        with h5py.File(result.parent / "volume.h5", "r") as f:
-            found[result.parent.name] = f["volume"][...]
-    return found
 
 
 def run(manifest: pathlib.Path, pipeline: pathlib.Path, out: pathlib.Path, **options) -> dict:
@@ -78,6 +69,8 @@ def main() -> int:
     args = parser.parse_args()
     import ray
 
+    from cbct.batch import ResultStore
+
     work = pathlib.Path(tempfile.mkdtemp(prefix="cbct-bench-"))
     os.environ.setdefault("RAY_TMPDIR", str(work))
     t0 = time.perf_counter()
@@ -98,7 +91,7 @@ def main() -> int:
         for r in range(args.repeat):
             out = work / f"{name}-{r}"
             runs.append(run(manifest, pipeline, out, **options))
-            got = volumes(out)
+            got = ResultStore(out).volumes()
             if reference is None:
                 reference = got
             elif sorted(got) != sorted(reference) or any(not np.array_equal(got[k], reference[k]) for k in reference):

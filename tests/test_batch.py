@@ -11,7 +11,6 @@ import subprocess
 import sys
 import time
 
-import h5py
 import numpy as np
 import pytest
 import yaml
@@ -42,12 +41,8 @@ def write_inputs(folder: pathlib.Path, n: int = 6, *, size: int = 24, views: int
 
 
 def volumes(out: pathlib.Path) -> dict[str, np.ndarray]:
-    """Every scan's reconstructed volume under ``out``."""
-    found = {}
-    for result in sorted(out.glob("*/result.json")):
-        with h5py.File(result.parent / "volume.h5", "r") as f:
-            found[result.parent.name] = f["volume"][...]
-    return found
+    """Every finished scan's reconstructed volume under ``out``."""
+    return ResultStore(out).volumes()
 
 
 def cli(*args: str, **kwargs) -> subprocess.Popen:

@@ -186,6 +186,20 @@ class ResultStore:
         doc = self._cached(self.out / scan_id / RESULT_FILE)
         return doc if isinstance(doc, dict) and doc.get("status") == "ok" else None
 
+    def volumes(self) -> dict[str, Any]:
+        """Scan id → the (z, y, x) float32 volume of every finished scan that recorded an HDF5 output, read back
+        from that output."""
+        from cbct.io import read_volume
+
+        found = {}
+        for record in sorted(self.out.glob(f"*/{RESULT_FILE}")):
+            scan_id = record.parent.name
+            result = self.result(scan_id)
+            output = (result or {}).get("outputs", {}).get("hdf5")
+            if output is not None:
+                found[scan_id] = read_volume(record.parent / output, format="hdf5").data
+        return found
+
     def failure(self, scan_id: str) -> dict[str, Any] | None:
         doc = self._cached(self.state / "failed" / f"{scan_id}.json")
         return doc if isinstance(doc, dict) else None
