@@ -335,40 +335,43 @@ def _public(namespace: Any) -> dict[str, Any]:
     return {k: v for k, v in vars(namespace).items() if not k.startswith("_")}
 
 
-def test_standin_exposes_only_names_real_cupy_has():
-    extra = []
+def _standin_names() -> Iterator[tuple[str, Any, Any]]:
+    """``(path, stand-in value, real CuPy's value or None)`` of every public name of the stand-in's modules."""
     for module_name, module in standin_modules().items():
         for name, value in _public(module).items():
             path = f"{module_name}.{name}"
             try:
-                real = resolve(path)
+                yield path, value, resolve(path)
             except AttributeError:
-                extra.append(path)
-                continue
-            if isinstance(value, types.SimpleNamespace):
-                extra += [f"{path}.{n}" for n in _public(value) if not hasattr(real, n)]
-            for cls in _standin_classes(value):
-                extra += [f"{path}.{n}" for n in _public(cls) if not hasattr(real, n)]
+                yield path, value, None
+
+
+def test_standin_exposes_only_names_real_cupy_has():
+    extra = []
+    for path, value, real in _standin_names():
+        if real is None:
+            extra.append(path)
+            continue
+        if isinstance(value, types.SimpleNamespace):
+            extra += [f"{path}.{n}" for n in _public(value) if not hasattr(real, n)]
+        for cls in _standin_classes(value):
+            extra += [f"{path}.{n}" for n in _public(cls) if not hasattr(real, n)]
     assert not extra, "the stand-in exposes what real CuPy lacks:\n" + "\n".join(sorted(set(extra)))
 
 
 def test_standin_takes_no_keyword_real_cupy_refuses():
     wrong = []
-    for module_name, module in standin_modules().items():
-        for name, value in _public(module).items():
-            path = f"{module_name}.{name}"
-            try:
-                real = resolve(path)
-            except AttributeError:
-                continue  # test_standin_exposes_only_names_real_cupy_has reports it
-            mine, theirs = _signature(value), _signature(real)
-            if mine is None or theirs is None:
-                continue  # real CuPy's Cython classes: the calls themselves are checked above
-            if any(p.kind is p.VAR_KEYWORD for p in theirs.parameters.values()):
-                continue
-            optional = [p.name for p in mine.parameters.values()
-                        if p.default is not p.empty and not p.name.startswith("_") and p.kind is not p.POSITIONAL_ONLY]
-            wrong += [f"{path}: {n}= (real: {theirs})" for n in optional if n not in theirs.parameters]
+    for path, value, real in _standin_names():
+        if real is None:
+            continue  # test_standin_exposes_only_names_real_cupy_has reports it
+        mine, theirs = _signature(value), _signature(real)
+        if mine is None or theirs is None:
+            continue  # real CuPy's Cython classes: the calls themselves are checked above
+        if any(p.kind is p.VAR_KEYWORD for p in theirs.parameters.values()):
+            continue
+        optional = [p.name for p in mine.parameters.values()
+                    if p.default is not p.empty and not p.name.startswith("_") and p.kind is not p.POSITIONAL_ONLY]
+        wrong += [f"{path}: {n}= (real: {theirs})" for n in optional if n not in theirs.parameters]
     assert not wrong, "stand-in keywords real CuPy does not take:\n" + "\n".join(wrong)
 
 
