@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from cbct.angles import check_target_angles, dense_angles, missing_targets
 from cbct.geometry import ConeGeometry
 if TYPE_CHECKING:
     from cbct.io.volume import Volume
@@ -43,9 +44,9 @@ class Scan:
         metadata: JSON-serialisable description: ``id``, source, units, provenance, ...
         reference: optional ground-truth volume (simulated scans).
         target_angles: (n_target,) float64 gantry angles (radians) of the complete scan that view completion
-            (sparse view) fills in, holding every acquired angle (within ``cbct.bbc.angles.ANGLE_TOLERANCE``),
+            (sparse view) fills in, holding every acquired angle (within ``cbct.angles.ANGLE_TOLERANCE``),
             or ``None``. ``metadata["sparse_step"] = s`` is a shortcut for a scan thinned to every ``s``-th view:
-            it fills this with the acquired angles made ``s`` times denser (``cbct.bbc.angles.dense_angles``).
+            it fills this with the acquired angles made ``s`` times denser (``cbct.angles.dense_angles``).
     """
 
     geometry: ConeGeometry
@@ -102,8 +103,6 @@ class Scan:
 
     def _checked_target_angles(self, name: str) -> np.ndarray | None:
         """``target_angles`` validated against the acquired angles, or filled from ``metadata["sparse_step"]``."""
-        from cbct.bbc.angles import check_target_angles, dense_angles
-
         target = self.target_angles
         if target is None:
             step = self.metadata.get("sparse_step")
@@ -187,10 +186,7 @@ class Scan:
         """(n_missing,) indices into ``target_angles`` of the views not acquired (empty without a target)."""
         if self.target_angles is None:
             return np.zeros(0, np.int64)
-        from cbct.bbc.angles import ANGLE_TOLERANCE
-
-        diff = np.abs(np.angle(np.exp(1j * (self.target_angles[:, None] - self.geometry.angles[None, :]))))
-        return np.flatnonzero(diff.min(axis=1) > ANGLE_TOLERANCE)
+        return missing_targets(self.geometry.angles, self.target_angles)
 
     def to_state(self) -> PipelineState:
         """The pipeline state a run starts from (``extras["target_angles"]`` when the scan has them)."""

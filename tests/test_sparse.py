@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import cbct
-from cbct.bbc.angles import bracket_views, check_target_angles, dense_angles, geometry_at_angles, is_full_circle, plan_completion
+from cbct.angles import bracket_views, check_target_angles, dense_angles, geometry_at_angles, is_full_circle, plan_completion
 from cbct.bbc.baselines import linear_completion
 from cbct.phantoms import shepp_logan, line_integrals
 from cbct.simulation.sparse import sparse_indices, sparse_scan, sparse_views, uneven_indices

@@ -1,12 +1,12 @@
 """BBC-Recon: sparse-view CBCT by bidirectional flow-guided projection completion, reconstruction and restoration.
 
-Modules: ``angles`` (which acquired views bracket a missing view, dense geometries), ``baselines`` (linear
-interpolation of missing views), ``model`` (the flow completion network, torch), ``restoration`` (the
+Modules: ``baselines`` (linear interpolation of missing views; the angular bookkeeping of which acquired views
+bracket a missing view lives below, in :mod:`cbct.angles`), ``model`` (the flow completion network, torch), ``restoration`` (the
 post-reconstruction network), ``data``, ``train``, ``evaluate`` and ``stage`` (pipeline stages).
 The torch modules are imported lazily so that the NumPy parts work without torch.
 """
 
-from cbct.bbc.angles import CompletionPlan, bracket_views, dense_angles, geometry_at_angles, is_full_circle, plan_completion
+from cbct.angles import CompletionPlan, bracket_views, dense_angles, geometry_at_angles, is_full_circle, plan_completion
 from cbct.bbc.baselines import linear_completion
 
 __all__ = [

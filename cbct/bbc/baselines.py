@@ -12,7 +12,7 @@ import numpy as np
 
 from cbct._checks import check_array, check_geometry
 from cbct.backend import array_module
-from cbct.bbc.angles import CompletionPlan, plan_completion
+from cbct.angles import CompletionPlan, plan_completion
 from cbct.geometry import ConeGeometry
 
 __all__ = ["linear_completion", "interpolate_linear"]
@@ -23,7 +23,7 @@ def interpolate_linear(projections, plan: CompletionPlan):
 
     Args:
         projections: (n_acquired, nv, nu) float32 (NumPy or CuPy) of the sparse scan the plan was made for.
-        plan: from :func:`cbct.bbc.angles.plan_completion`.
+        plan: from :func:`cbct.angles.plan_completion`.
 
     Returns:
         (n_dense, nv, nu) array on the device of ``projections``.

@@ -38,7 +38,7 @@ from cbct.bbc.model import complete_views, measure_throughput
 from cbct.bbc.restoration import restore_volume
 from cbct.bbc.train import fov_mask, load_config, resolve_device, resolve_path
 from cbct.bbc.weights import load_completion, load_restoration
-from cbct.bbc.angles import plan_completion
+from cbct.angles import plan_completion
 from cbct.fdk import fdk
 from cbct.geometry import ConeGeometry, VolumeGrid
 from cbct.iterative import fista_tv, os_sart

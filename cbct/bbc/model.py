@@ -42,7 +42,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from cbct._checks import check_fields
-from cbct.bbc.angles import CompletionPlan
+from cbct.angles import CompletionPlan
 
 log = logging.getLogger(__name__)
 
@@ -395,7 +395,7 @@ def complete_views(
     Args:
         model: the completion network.
         projections: (n_acquired, nv, nu) float32 sparse projections (NumPy, CuPy or torch).
-        plan: from :func:`cbct.bbc.angles.plan_completion` for the sparse geometry.
+        plan: from :func:`cbct.angles.plan_completion` for the sparse geometry.
         pairs_per_batch: acquired-view pairs processed together (flows once per pair, then all its missing views).
         device: torch device (default: the model's).
         amp: half-precision autocast (default: on CUDA only).
@@ -451,7 +451,7 @@ def measure_throughput(
     run; on CUDA the device is synchronised. Returns ``{"views_per_s", "seconds", "views", "pixels"}`` with the
     median time of ``repeats`` runs.
     """
-    from cbct.bbc.angles import plan_completion
+    from cbct.angles import plan_completion
     from cbct.geometry import ConeGeometry
 
     nv, nu = detector_shape

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from cbct._checks import check_array, check_geometry
-from cbct.bbc.angles import plan_completion
+from cbct.angles import plan_completion
 from cbct.bbc.model import FlowCompletionNet, complete_views
 from cbct.bbc.restoration import RestorationNet, restore_volume
 from cbct.fdk import fdk
@@ -47,7 +47,7 @@ def complete_scan(
         model: the completion network (e.g. :func:`cbct.bbc.weights.load_completion`).
         projections: (n_views, nv, nu) float32 sparse line integrals (NumPy, CuPy or torch).
         geom: their geometry.
-        factor, angles, target: the dense views wanted (exactly one; see :func:`cbct.bbc.angles.plan_completion`):
+        factor, angles, target: the dense views wanted (exactly one; see :func:`cbct.angles.plan_completion`):
             target ``angles`` (radians) or a ``target`` geometry must hold every acquired angle.
         full_circle: wrap-around between the last and the first view; ``None`` detects it.
         device: torch device for the network (default: the model's).

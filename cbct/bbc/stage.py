@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from cbct.bbc.angles import plan_completion
+from cbct.angles import plan_completion
 from cbct.pipeline.state import PipelineState
 
 log = logging.getLogger(__name__)

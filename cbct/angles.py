@@ -1,4 +1,6 @@
-"""Angular bookkeeping for view completion: which acquired views bracket a missing view, and at what fraction.
+"""Angular bookkeeping of a scan's views: the angles a sparse scan is completed to (checked against the acquired
+ones), which acquired views bracket a missing view and at what fraction. Used by :class:`cbct.Scan` and by view
+completion (:mod:`cbct.bbc`); it depends on nothing above the geometry.
 
 Angles are gantry angles in radians (``ConeGeometry.angles``). A scan rotates in one direction (increasing or
 decreasing angles); all positions here are measured from the first acquired view in the direction of rotation.
@@ -20,8 +22,8 @@ TWO_PI = 2.0 * np.pi
 _TOL = 1e-9
 ANGLE_TOLERANCE = 1e-5  # radians (2 arcseconds): a target angle this close to an acquired one is that view
 
-__all__ = ["ANGLE_TOLERANCE", "CompletionPlan", "bracket_views", "check_target_angles", "dense_angles",
-           "geometry_at_angles", "is_full_circle", "plan_completion"]
+__all__ = ["ANGLE_TOLERANCE", "CompletionPlan", "bracket_views", "check_target_angles", "circular_distance",
+           "dense_angles", "geometry_at_angles", "is_full_circle", "missing_targets", "plan_completion"]
 
 
 def _as_angles(angles, name: str) -> np.ndarray:
@@ -82,6 +84,18 @@ def is_full_circle(angles: Sequence[float] | np.ndarray) -> bool:
     return _circle(_as_angles(angles, "angles"), None).full
 
 
+def circular_distance(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Angle in [0, pi] between angles ``a`` and ``b`` (radians, broadcast) on the circle."""
+    return np.abs(np.angle(np.exp(1j * (np.asarray(a) - np.asarray(b)))))
+
+
+def missing_targets(acquired: Sequence[float] | np.ndarray, target: Sequence[float] | np.ndarray, *,
+                    tol: float = ANGLE_TOLERANCE) -> np.ndarray:
+    """(n_missing,) indices into ``target`` of the angles no acquired view is within ``tol`` of (on the circle)."""
+    diff = circular_distance(np.asarray(target, np.float64)[:, None], np.asarray(acquired, np.float64)[None, :])
+    return np.flatnonzero(diff.min(axis=1) > tol)
+
+
 def check_target_angles(
     acquired: Sequence[float] | np.ndarray,
     target: Sequence[float] | np.ndarray,
@@ -110,8 +124,7 @@ def check_target_angles(
     wrapped = np.sort(np.mod(tgt, TWO_PI))
     if tgt.size > 1 and np.min(np.diff(np.append(wrapped, wrapped[0] + TWO_PI))) <= tol:
         raise ValueError(f"{name} must be distinct modulo a full turn (two lie within {tol:g} rad)")
-    # nearest target to each acquired angle, on the circle
-    diff = np.abs(np.angle(np.exp(1j * (acq[:, None] - tgt[None, :]))))
+    diff = circular_distance(acq[:, None], tgt[None, :])  # of each acquired angle to each target angle
     nearest = np.argmin(diff, axis=1)
     missing = np.flatnonzero(diff[np.arange(acq.size), nearest] > tol)
     if missing.size:
