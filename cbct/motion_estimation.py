@@ -24,13 +24,16 @@ import numpy as np
 from cbct._checks import check_fields
 from cbct.backend import array_module
 from cbct.fdk import fdk
+from cbct.fdk.truncation import check_truncation_mode, detect_truncation
 from cbct.geometry import ConeGeometry, VolumeGrid
 from cbct.operators import project, segment_starts
 from cbct.simulation.motion import RigidMotion, rotation_matrices
 
 log = logging.getLogger(__name__)
 
-__all__ = ["MotionEstimationConfig", "bin_scan", "estimate_rigid_motion", "interpolate_poses"]
+__all__ = [
+    "MotionEstimationConfig", "bin_scan", "detector_weights", "estimate_motion", "estimate_rigid_motion", "interpolate_poses",
+]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,6 +66,11 @@ class MotionEstimationConfig:
     prior: float = 0.05
     smoothness: float = 1.0
     jump_mm: float = 0.2
+    truncation: str | bool = "auto"
+    grid_scale: float = 1.0
+    highpass: bool = True
+    gate_mm: float = 0.5
+    gate_gain: float = 0.05
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "groups", tuple(int(g) for g in self.groups))
@@ -73,6 +81,9 @@ class MotionEstimationConfig:
             )
         if self.step_mm <= 0 or self.damping <= 0 or self.max_step_mm <= 0 or min(self.prior, self.smoothness, self.jump_mm) < 0:
             raise ValueError("step_mm, damping and max_step_mm must be > 0; prior, smoothness and jump_mm >= 0")
+        check_truncation_mode(self.truncation)
+        if self.gate_mm < 0 or self.gate_gain < 0:
+            raise ValueError(f"gate_mm and gate_gain must be >= 0, got {self.gate_mm}, {self.gate_gain}")
 
     def to_dict(self) -> dict[str, Any]:
         return {**dataclasses.asdict(self), "groups": list(self.groups)}
@@ -115,10 +126,46 @@ def _motion(params: np.ndarray, radius: float, pivot: np.ndarray) -> RigidMotion
     return RigidMotion(rotation_matrices(params[:, :3] / radius), params[:, 3:], pivot)
 
 
-def _residual(volume, geom: ConeGeometry, measured, params: np.ndarray, radius: float, pivot: np.ndarray):
-    """Flat float64 residual of one group's views, on the device of ``volume``."""
+def _highpass(views, weights):
+    """(n, M) differences of (n, nv, nu) views between neighbouring columns and between neighbouring rows, times
+    the detector weights ``(wu, wv)`` of shapes (nv, nu − 1) and (nv − 1, nu) (:func:`detector_weights`)."""
+    xp = array_module(views)
+    n = views.shape[0]
+    if weights is None:
+        return views.reshape(n, -1)
+    du = (views[..., 1:] - views[..., :-1]) * weights[0]
+    dv = (views[..., 1:, :] - views[..., :-1, :]) * weights[1]
+    return xp.concatenate([du.reshape(n, -1), dv.reshape(n, -1)], axis=1)
+
+
+def detector_weights(geom: ConeGeometry, margin: float = 0.9) -> tuple[np.ndarray, np.ndarray]:
+    """Weights (0 or 1) of the high-pass residual, (nv, nu − 1) between columns and (nv − 1, nu) between rows: the
+    columns whose rays cross the grid's inscribed cylinder within ``margin`` of its radius, and the rows whose rays
+    stay inside the grid's z range throughout that cylinder. Where every ray leaves the grid the row or column is
+    kept (a small grid is still usable)."""
+    nv, nu = geom.detector_shape
+    dso = float(np.median(geom.source_origin_distances()))
+    dsd = float(np.median(geom.source_detector_distances()))
+    dv, du = np.median(geom.pixel_sizes(), axis=0)
+    pv, pu = np.median(geom.principal_points(), axis=0)
+    radius = min(geom.volume.size[1:]) / 2
+    half_z = geom.volume.size[0] / 2
+
+    def keep(u: np.ndarray, v: np.ndarray) -> np.ndarray:
+        cols = np.abs(u * du - pu) * dso / dsd <= margin * radius  # distance of the ray from the axis
+        rows = np.abs(v * dv - pv) / dsd * (dso + radius) <= half_z  # height of the ray at the far side
+        cols = cols if cols.sum() >= 2 else np.ones_like(cols)
+        rows = rows if rows.sum() >= 2 else np.ones_like(rows)
+        return (rows[:, None] & cols[None, :]).astype(np.float32)
+
+    u, v = np.arange(nu) - (nu - 1) / 2, np.arange(nv) - (nv - 1) / 2
+    return keep(u[:-1] + 0.5, v), keep(u, v[:-1] + 0.5)
+
+
+def _residual(volume, geom: ConeGeometry, target, weights, params: np.ndarray, radius: float, pivot: np.ndarray):
+    """Flat float64 high-pass residual of one group's views, on the device of ``volume``."""
     moved = _motion(np.broadcast_to(params, (geom.n_views, 6)), radius, pivot).apply(geom)
-    return (project(volume, moved) - measured).ravel().astype(np.float64)
+    return (_highpass(project(volume, moved), weights) - target).ravel().astype(np.float64)
 
 
 def _normal_equations(jac, r) -> tuple[np.ndarray, np.ndarray]:
@@ -130,7 +177,7 @@ def _normal_equations(jac, r) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _register_groups(
-    volume: np.ndarray, geom: ConeGeometry, measured: np.ndarray, starts: np.ndarray, theta: np.ndarray,
+    volume: np.ndarray, geom: ConeGeometry, target: np.ndarray, weights, starts: np.ndarray, theta: np.ndarray,
     radius: float, pivot: np.ndarray, cfg: MotionEstimationConfig,
 ) -> np.ndarray:
     """Joint Levenberg–Marquardt for the (G, 6) group poses (mm units), from ``theta``.
@@ -140,13 +187,13 @@ def _register_groups(
     the directions a short arc barely sees (translation along the beam, rotations that mimic a detector shift).
     """
     n_groups = len(theta)
-    xp = array_module(measured)
+    xp = array_module(target)
     views = [slice(int(a), int(b)) for a, b in zip(starts[:-1], starts[1:])]
     geoms = [geom[v] for v in views]
     diff = np.diff(np.eye(n_groups), axis=0)
 
     def residuals(t: np.ndarray) -> list[np.ndarray]:
-        return [_residual(volume, geoms[g], measured[views[g]], t[g], radius, pivot) for g in range(n_groups)]
+        return [_residual(volume, geoms[g], target[views[g]], weights, t[g], radius, pivot) for g in range(n_groups)]
 
     def penalty(t: np.ndarray) -> float:
         jumps = np.linalg.norm(diff @ t, axis=1)
@@ -175,7 +222,7 @@ def _register_groups(
             for j in range(6):
                 probe = theta[k].copy()
                 probe[j] += cfg.step_mm
-                jac[:, j] = (_residual(volume, geoms[k], measured[views[k]], probe, radius, pivot) - rs[k]) / cfg.step_mm
+                jac[:, j] = (_residual(volume, geoms[k], target[views[k]], weights, probe, radius, pivot) - rs[k]) / cfg.step_mm
             a[6 * k:6 * k + 6, 6 * k:6 * k + 6], g[6 * k:6 * k + 6] = _normal_equations(jac, rs[k])
         if scale is None:  # fixed for the call, so that the cost does not change between iterations
             scale = float(np.mean(np.diag(a)))
@@ -203,17 +250,35 @@ def _register_groups(
 def estimate_rigid_motion(
     projections: np.ndarray, geom: ConeGeometry, config: MotionEstimationConfig | None = None
 ) -> RigidMotion:
-    """Per-view rigid motion of the object during the scan, relative to its mean pose.
+    """Per-view rigid motion of the object during the scan, relative to its mean pose (:func:`estimate_motion`
+    without its statistics)."""
+    return estimate_motion(projections, geom, config)[0]
+
+
+def _criterion(volume, geom: ConeGeometry, target, weights) -> float:
+    """Sum of squares of the high-pass residual of all views."""
+    r = _highpass(project(volume, geom), weights) - target
+    return float((r * r).sum())
+
+
+def estimate_motion(
+    projections: np.ndarray, geom: ConeGeometry, config: MotionEstimationConfig | None = None
+) -> tuple[RigidMotion, dict[str, Any]]:
+    """Per-view rigid motion of the object during the scan, relative to its mean pose, and the criterion.
 
     Args:
         projections: (n_views, nv, nu) float32 line integrals, views in acquisition order. NumPy runs on the CPU;
             CuPy keeps the projections, the volume and the Jacobians on the GPU (only the 6 × 6 normal equations
             of each group come to the host).
-        geom: the nominal (motion-free) geometry of the scan.
+        geom: the nominal (motion-free) geometry of the scan; its grid is the field of view.
         config: estimation settings (default :class:`MotionEstimationConfig`).
 
     Returns:
-        A :class:`RigidMotion` about the volume centre; ``motion.apply(geom)`` is the motion-compensated geometry.
+        ``(motion, stats)``: a :class:`RigidMotion` about the volume centre (``motion.apply(geom)`` is the
+        motion-compensated geometry) and a dict with the criterion (sum of squares of the high-pass residual,
+        binned) of the nominal reconstruction in the nominal geometry (``criterion_nominal``) and of the final
+        reconstruction in the compensated geometry (``criterion_compensated``), ``relative_gain``
+        (``1 − compensated / nominal``), ``truncation`` (whether the intermediate FDKs corrected it).
     """
     cfg = config or MotionEstimationConfig()
     if type(projections).__module__.split(".")[0] != "cupy":
@@ -224,19 +289,41 @@ def estimate_rigid_motion(
         raise ValueError(f"groups={cfg.groups} asks for more groups than the {geom.n_views} views")
     t0 = time.perf_counter()
     small, small_geom = bin_scan(projections.astype(np.float32, copy=False), geom, cfg.binning)
-    small = array_module(small).ascontiguousarray(small)
+    xp = array_module(small)
+    small = xp.ascontiguousarray(small)
+    truncation = check_truncation_mode(cfg.truncation)
+    if truncation == "auto":
+        truncation = detect_truncation(small)
+    weights = tuple(xp.asarray(w) for w in detector_weights(small_geom))
+    if not cfg.highpass:
+        weights = None
+    target = _highpass(small, weights)
+    if cfg.grid_scale != 1.0:
+        fov = small_geom.volume
+        wide = tuple(max(2, int(round(n * cfg.grid_scale))) for n in fov.shape[1:])
+        small_geom = small_geom.with_volume(VolumeGrid((fov.shape[0], *wide), fov.voxel_size, fov.offset))
     pivot = np.asarray(geom.volume.offset[::-1], np.float64)  # volume centre, world (x, y, z)
     radius = float(min(geom.volume.size[1:]) / 2)
     per_view = np.zeros((geom.n_views, 6))
-    volume = fdk(small, small_geom, filter=cfg.filter)
+
+    def reconstruct(g: ConeGeometry):
+        return fdk(small, g, filter=cfg.filter, truncation=truncation)
+
+    volume = reconstruct(small_geom)
+    nominal = _criterion(volume, small_geom, target, weights)
     for rnd, n_groups in enumerate(cfg.groups):
         starts = segment_starts(geom.n_views, n_groups)
         centres = (starts[:-1] + starts[1:] - 1) / 2.0
         groups = np.stack([per_view[int(a):int(b)].mean(axis=0) for a, b in zip(starts[:-1], starts[1:])])
-        groups = _register_groups(volume, small_geom, small, starts, groups, radius, pivot, cfg)
+        groups = _register_groups(volume, small_geom, target, weights, starts, groups, radius, pivot, cfg)
         per_view = interpolate_poses(groups, centres, geom.n_views)
         per_view -= per_view.mean(axis=0)  # gauge: the mean pose is the reference
-        volume = fdk(small, _motion(per_view, radius, pivot).apply(small_geom), filter=cfg.filter)
+        volume = reconstruct(_motion(per_view, radius, pivot).apply(small_geom))
         log.debug("motion estimation round %d (%d groups): largest pose %.3f mm", rnd + 1, n_groups, float(np.abs(groups).max()))
-    log.info("rigid motion estimated in %.1f s (groups per round %s)", time.perf_counter() - t0, cfg.groups)
-    return _motion(per_view, radius, pivot)
+    motion = _motion(per_view, radius, pivot)
+    compensated = _criterion(volume, motion.apply(small_geom), target, weights)
+    stats = {"criterion_nominal": nominal, "criterion_compensated": compensated,
+             "relative_gain": 1.0 - compensated / nominal if nominal > 0 else 0.0, "truncation": bool(truncation)}
+    log.info("rigid motion estimated in %.1f s (groups per round %s; criterion %.4g -> %.4g)",
+             time.perf_counter() - t0, cfg.groups, nominal, compensated)
+    return motion, stats

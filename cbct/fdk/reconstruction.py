@@ -5,7 +5,9 @@
 redundancy weights ``W_i`` (0.5 for a full scan; Parker for a short scan; 1/2 to 1 per ray for a full circle with
 holes; Wang for a displaced detector), the
 angular weight ``dbeta_i`` of each view and a ramp filter along detector rows. A displaced detector is zero padded
-on its truncated side before filtering and the padded detector is backprojected, as RTK does.
+on its truncated side before filtering and the padded detector is backprojected, as RTK does. Rows that do not fall
+to air at the detector's edges (an object wider than the field of view) are extended smoothly before filtering
+(:mod:`cbct.fdk.truncation`).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import numpy as np
 from cbct._checks import check_array, check_geometry
 from cbct.backend import array_module
 from cbct.fdk.filters import padded_length, ramp_filter_rows, ramp_response
+from cbct.fdk.truncation import check_truncation_mode, detect_truncation, extend_rows, extension_width
 from cbct.fdk.weights import cosine_weights, geometry_coverage, redundancy_weights, uses_offset_weights
 from cbct.geometry import ConeGeometry
 from cbct.operators import backproject_fdk_trusted
@@ -77,8 +80,9 @@ def fdk_filter(
     cutoff: float = 1.0,
     short_scan: bool | None = None,
     offset_detector: bool | None = None,
+    truncation: str | bool = "auto",
 ):
-    """FDK-weighted, ramp-filtered projections and the geometry to backproject them with.
+    """FDK-weighted, ramp-filtered projections and the geometry to backproject them with (arguments: :func:`fdk`).
 
     Returns:
         ``(filtered, geometry)``: ``filtered`` is (n_views, nv, nu') on the device of ``projections``
@@ -93,15 +97,39 @@ def fdk_filter(
     plan = plan_fdk_filter(geom, filter=filter, cutoff=cutoff, short_scan=short_scan, offset_detector=offset_detector)
     n_views, nv, nu = projections.shape
     before, after = plan.pad
+    width = _truncation_width(projections, truncation, padded=before + after > 0)
     out = xp.zeros((n_views, nv, nu + before + after), dtype=projections.dtype)
     weights = xp.asarray(plan.view_weights, dtype=projections.dtype)
-    response = xp.asarray(plan.response, dtype=projections.dtype)  # uploaded once
+    response = plan.response
+    if width:
+        response = ramp_response(padded_length(nu + 2 * width), float(np.median(geom.pixel_sizes()[:, 1])), filter, cutoff)
+    response = xp.asarray(response, dtype=projections.dtype)  # uploaded once
     for start in range(0, n_views, VIEWS_PER_CHUNK):
         views = slice(start, min(start + VIEWS_PER_CHUNK, n_views))
         cos_w = cosine_weights(geom, views, xp, dtype=projections.dtype)
         out[views, :, before:before + nu] = projections[views] * cos_w * weights[views][:, None, :]
-        out[views] = ramp_filter_rows(out[views], response, xp)
+        if width:
+            out[views] = ramp_filter_rows(extend_rows(out[views], width), response, xp)[..., width:width + nu]
+        else:
+            out[views] = ramp_filter_rows(out[views], response, xp)
     return out, plan.geometry
+
+
+def _truncation_width(projections, truncation: str | bool, *, padded: bool) -> int:
+    """Samples of extrapolation on each side of the rows (0: no truncation correction)."""
+    mode = check_truncation_mode(truncation)
+    if mode == "auto":
+        mode = detect_truncation(projections)
+        if mode and padded:
+            log.info("FDK: truncated rows on a displaced detector: no truncation correction (zero padding kept)")
+            return 0
+    elif mode and padded:
+        raise ValueError("truncation=True cannot be combined with a displaced (offset) detector")
+    if not mode:
+        return 0
+    width = extension_width(projections.shape[-1])
+    log.info("FDK: truncation correction: rows extended by %d samples on each side", width)
+    return width
 
 
 def fdk(
@@ -112,6 +140,7 @@ def fdk(
     cutoff: float = 1.0,
     short_scan: bool | None = None,
     offset_detector: bool | None = None,
+    truncation: str | bool = "auto",
 ):
     """FDK reconstruction of a circular cone-beam scan.
 
@@ -125,11 +154,14 @@ def fdk(
             (:func:`cbct.fdk.weights.scan_coverage`); ``True`` forces Parker, ``False`` forbids it.
         offset_detector: offset-detector (half-fan) weights; ``None`` applies them when the detector is
             displaced by more than 5 % of its fan.
+        truncation: lateral truncation correction (:mod:`cbct.fdk.truncation`): ``"auto"`` applies it when the
+            rows do not fall to air at the detector's edges, ``True``/``"on"`` always, ``False``/``"off"`` never.
 
     Returns:
         (nz, ny, nx) attenuation in mm⁻¹ on ``geom.volume``, same dtype and device as ``projections``.
     """
     filtered, filtered_geom = fdk_filter(
-        projections, geom, filter=filter, cutoff=cutoff, short_scan=short_scan, offset_detector=offset_detector
+        projections, geom, filter=filter, cutoff=cutoff, short_scan=short_scan, offset_detector=offset_detector,
+        truncation=truncation,
     )
     return backproject_fdk_trusted(filtered, filtered_geom)[0]

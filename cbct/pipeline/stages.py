@@ -105,6 +105,7 @@ def fdk_stage(
     voxel_size: float | Sequence[float] | None = None,
     volume_offset: Sequence[float] | None = None,
     complete_half_scan: bool | None = None,
+    truncation: str | bool = "auto",
 ) -> PipelineState:
     """FDK reconstruction of ``state.projections`` on ``state.extras["device"]``.
 
@@ -115,6 +116,8 @@ def fdk_stage(
         complete_half_scan: repeat a parallel-beam half scan as a full circle first
             (:func:`cbct.preprocess.complete_parallel_half_scan`); ``None``: when the geometry is (near-)parallel
             and covers less than a full circle.
+        truncation: lateral truncation correction, as :func:`cbct.fdk` (``"auto"``: when the rows do not fall to
+            air at the detector's edges; ``"on"``/``True``, ``"off"``/``False``).
     """
     from cbct.fdk import fdk
     from cbct.fdk.weights import scan_coverage
@@ -143,7 +146,8 @@ def fdk_stage(
     check_memory(fdk_bytes(grid.shape, recon_geom.n_views, recon_geom.detector_shape),
                  f"FDK of a {'x'.join(map(str, grid.shape))} volume from {recon_geom.n_views} views of "
                  f"{recon_geom.detector_shape[0]} x {recon_geom.detector_shape[1]} pixels", device=device)
-    volume = fdk(proj, recon_geom, filter=filter, cutoff=cutoff, short_scan=short_scan, offset_detector=offset_detector)
+    volume = fdk(proj, recon_geom, filter=filter, cutoff=cutoff, short_scan=short_scan, offset_detector=offset_detector,
+                 truncation=truncation)
     extras = {**state.extras, "voxel_updates": int(np.prod(grid.shape)) * recon_geom.n_views}
     return state.replace(volume=volume, geometry=geom, extras=extras)
 
@@ -159,18 +163,24 @@ fdk_stage.params_schema = {
         "voxel_size": {"type": ["number", "array", "null"], "items": {"type": "number", "exclusiveMinimum": 0}},
         "volume_offset": {"type": ["array", "null"], "items": {"type": "number"}, "minItems": 3, "maxItems": 3},
         "complete_half_scan": {"type": ["boolean", "null"]},
+        "truncation": {"type": ["string", "boolean"], "enum": ["auto", "on", "off", True, False]},
     },
 }
 
 
-def motion_compensation_stage(state: PipelineState, **settings: Any) -> PipelineState:
-    """Estimate the patient's rigid motion from ``state.projections`` and compensate it in the geometry.
+def motion_compensation_stage(state: PipelineState, *, pose: str | int = "first", **settings: Any) -> PipelineState:
+    """Estimate the patient's rigid motion from ``state.projections``, gate it, and compensate it in the geometry.
 
-    The next ``fdk`` stage then reconstructs with the compensated geometry. ``settings`` are those of
-    :class:`cbct.motion_estimation.MotionEstimationConfig`; the estimate (a ``RigidMotion`` relative to the mean
-    pose) goes to ``extras["motion"]``. Views must be in acquisition order. Runs on ``extras["device"]``.
+    The next ``fdk`` stage then reconstructs with the compensated geometry, in the declared ``pose`` (``"first"``:
+    the patient's pose at view 0, ``"mean"``, or a view index). When the gate finds no motion the geometry is left
+    as it was (:func:`cbct.motion_correction.correct_motion`). ``settings`` are those of
+    :class:`cbct.motion_estimation.MotionEstimationConfig` (gate thresholds ``gate_mm``, ``gate_gain`` and
+    ``truncation`` included). The applied motion goes to ``extras["motion"]``, the report (decision, gate
+    statistics, per-view rotation in degrees and translation in mm, pose) to ``metadata["motion_correction"]``.
+    Views must be in acquisition order. Runs on ``extras["device"]``.
     """
-    from cbct.motion_estimation import MotionEstimationConfig, estimate_rigid_motion
+    from cbct.motion_correction import correct_motion
+    from cbct.motion_estimation import MotionEstimationConfig
 
     if state.projections is None:
         if state.raw:
@@ -178,13 +188,15 @@ def motion_compensation_stage(state: PipelineState, **settings: Any) -> Pipeline
         raise ValueError("motion_compensation: the state holds no projections")
     device = state.extras.get("device", "cpu")
     projections = to_device(state.projections, device)
-    motion = estimate_rigid_motion(projections, state.geometry, MotionEstimationConfig.from_dict(settings))
-    return state.replace(geometry=motion.apply(state.geometry), extras={**state.extras, "motion": motion})
+    result = correct_motion(projections, state.geometry, config=MotionEstimationConfig.from_dict(settings), pose=pose)
+    metadata = {**state.metadata, "motion_correction": result.report, "pose": result.pose}
+    return state.replace(geometry=result.geometry, extras={**state.extras, "motion": result.motion}, metadata=metadata)
 
 
 motion_compensation_stage.params_schema = {
     "type": "object", "additionalProperties": False,
     "properties": {
+        "pose": {"type": ["string", "integer"]},
         "groups": {"type": "array", "items": {"type": "integer", "minimum": 1}, "minItems": 1},
         "iterations": {"type": "integer", "minimum": 1},
         "binning": {"type": "integer", "minimum": 1},
@@ -195,6 +207,9 @@ motion_compensation_stage.params_schema = {
         "prior": {"type": "number", "minimum": 0},
         "smoothness": {"type": "number", "minimum": 0},
         "jump_mm": {"type": "number", "minimum": 0},
+        "truncation": {"type": ["string", "boolean"], "enum": ["auto", "on", "off", True, False]},
+        "gate_mm": {"type": "number", "minimum": 0},
+        "gate_gain": {"type": "number", "minimum": 0},
     },
 }
 

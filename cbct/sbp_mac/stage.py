@@ -5,6 +5,7 @@ Registered by the pipeline engine as ``cbct.sbp_mac.stage.sbp_mac_stage`` (see `
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from typing import Any
@@ -20,7 +21,7 @@ log = logging.getLogger(__name__)
 
 __all__ = ["sbp_mac_stage"]
 
-_FILTER_KEYS = ("filter", "cutoff", "short_scan", "offset_detector")
+_FILTER_KEYS = ("filter", "cutoff", "short_scan", "offset_detector", "truncation")
 
 
 def sbp_mac_stage(
@@ -32,6 +33,8 @@ def sbp_mac_stage(
     device: str | None = None,
     keep_fdk: bool = False,
     estimate_motion: bool | None = None,
+    pose: str | int = "first",
+    motion_settings: dict[str, Any] | None = None,
     **kw: Any,
 ) -> PipelineState:
     """Motion-artifact-corrected reconstruction of ``state.projections``.
@@ -47,9 +50,15 @@ def sbp_mac_stage(
         estimate_motion: estimate the rigid motion from the projections (:mod:`cbct.motion_estimation`) and
             reconstruct FDK image and segments with the compensated geometry; ``None``: when the weights were
             trained that way (their ``data.scan.motion_estimation``), with the same settings. The estimate lands in
-            ``extras["sbp_mac"]["motion"]``. It runs where the projections live (CuPy: on the GPU).
-        **kw: FDK options ``filter``, ``cutoff``, ``short_scan``, ``offset_detector`` (``filter`` defaults to the
-            one the weights were trained with).
+            ``extras["sbp_mac"]["motion"]``. It runs where the projections live (CuPy: on the GPU). The estimate
+            is gated (:func:`cbct.motion_correction.correct_motion`): a scan found still keeps its nominal geometry;
+            the report goes to ``metadata["motion_correction"]``.
+        pose: the declared output pose of a moving scan: ``"first"`` (view 0), ``"mean"`` or a view index (of the
+            views in acquisition order).
+        motion_settings: overrides of the estimation and gate settings
+            (:class:`cbct.motion_estimation.MotionEstimationConfig` keys, e.g. ``gate_mm``, ``gate_gain``).
+        **kw: FDK options ``filter``, ``cutoff``, ``short_scan``, ``offset_detector``, ``truncation`` (``filter``
+            defaults to the one the weights were trained with).
 
     Returns:
         A new state whose ``volume`` is the corrected (nz, ny, nx) float32 volume in mm⁻¹ on the projections'
@@ -85,11 +94,21 @@ def sbp_mac_stage(
         projections, geom = projections[xp.asarray(order)], geom[order]
     t0 = time.perf_counter()
     motion = None
+    metadata = state.metadata
     if estimate_motion:
-        from cbct.motion_estimation import MotionEstimationConfig, estimate_rigid_motion
+        from cbct.motion_correction import correct_motion
+        from cbct.motion_estimation import MotionEstimationConfig
 
-        motion = estimate_rigid_motion(projections, geom, MotionEstimationConfig.from_dict(estimation or {}))
-        geom = motion.apply(geom)
+        settings = MotionEstimationConfig.from_dict({**(estimation or {}), **(motion_settings or {})})
+        if "truncation" in filter_kw:
+            settings = dataclasses.replace(settings, truncation=filter_kw["truncation"])
+        pose_index = pose  # "mean", or the position of the acquisition view among the views sorted by angle
+        if pose == "first" or (isinstance(pose, (int, np.integer)) and not isinstance(pose, bool)):
+            view = 0 if pose == "first" else int(pose) % len(order)
+            pose_index = int(np.flatnonzero(order == view)[0])
+        result = correct_motion(projections, geom, config=settings, pose=pose_index)
+        motion, geom = result.motion, result.geometry
+        metadata = {**state.metadata, "motion_correction": result.report, "pose": result.pose}
     t_motion = time.perf_counter() - t0
     filtered, fgeom = fdk_filter(projections, geom, **filter_kw)
     segments = segmented_backproject(filtered, fgeom, int(n_segments))
@@ -120,4 +139,4 @@ def sbp_mac_stage(
     }
     if keep_fdk:
         extras["fdk"] = fdk_volume
-    return state.replace(volume=volume, extras=extras)
+    return state.replace(volume=volume, extras=extras, metadata=metadata)
