@@ -47,6 +47,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     level = logging.WARNING if args.quiet else (logging.INFO if args.verbose == 1 else
                                                 logging.DEBUG if args.verbose > 1 else logging.WARNING)
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    if not args.quiet:  # a first run that compiles the CPU kernels says so, even without -v
+        logging.getLogger("cbct.cpu.compile_notice").setLevel(min(level, logging.INFO))
     if not hasattr(args, "func"):
         parser.print_help()
         return 2

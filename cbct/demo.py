@@ -36,7 +36,7 @@ def dental_scan_geometry(grid: VolumeGrid, n_views: int = 360) -> ConeGeometry:
     )
 
 
-def run_demo(out_dir: pathlib.Path, *, size: int = 128, seed: int = 0, n_views: int = 360, i0: float = 2e5) -> dict[str, Any]:
+def run_demo(out_dir: pathlib.Path, *, size: int = 64, seed: int = 0, n_views: int = 360, i0: float = 2e5) -> dict[str, Any]:
     """Simulate, reconstruct and write the demo; returns a summary (paths, sizes, timings in s, PSNR in dB).
 
     Writes ``out_dir/volume.h5`` (dataset ``volume``: (z, y, x) float32 mm⁻¹ with voxel size and origin attributes)

@@ -23,6 +23,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
+from cbct.cpu.compile_notice import announce_compilation
 from cbct.geometry import ConeGeometry
 
 PAD = 2  # zero voxels around the grid, so interpolation near (and rounding past) the faces needs no bounds checks
@@ -264,10 +265,12 @@ def project(volume: np.ndarray, geom: ConeGeometry) -> np.ndarray:
         padded[PAD:-PAD, PAD:-PAD, PAD:-PAD] = np.transpose(volume, (1, 2, 0))
         strides = np.array([nz + 2 * PAD, (nx + 2 * PAD) * (nz + 2 * PAD), 1], dtype=np.int64)
         n_chunks = min(geom.n_views * geom.detector_shape[1], 8 * numba.get_num_threads())
+        announce_compilation(_project_columns_kernel, "forward projection (vertical columns)")
         _project_columns_kernel(padded.reshape(-1), strides, rays, shape, spacing, out, n_chunks)
         return out
     padded = np.zeros(tuple(n + 2 * PAD for n in volume.shape), dtype=volume.dtype)
     padded[PAD:-PAD, PAD:-PAD, PAD:-PAD] = volume
+    announce_compilation(_project_kernel, "forward projection")
     _project_kernel(padded, rays, shape, spacing, out)
     return out
 
@@ -278,6 +281,7 @@ def backproject_matched(projections: np.ndarray, geom: ConeGeometry, views: np.n
     n_chunks = max(1, min(numba.get_num_threads(), views.size))
     acc = np.zeros((n_chunks, *(n + 2 * PAD for n in geom.volume.shape)), dtype=projections.dtype)
     shape, spacing = _grid_args(geom)
+    announce_compilation(_adjoint_kernel, "matched backprojection")
     _adjoint_kernel(projections, ray_parameters(geom), views, shape, spacing, acc)
     total = acc[0]
     for extra in acc[1:]:

@@ -27,6 +27,7 @@ import math
 import numba
 import numpy as np
 
+from cbct.cpu.compile_notice import announce_compilation
 from cbct.geometry import ConeGeometry
 
 PAD_LO = 1  # zero border of the padded projections below index 0
@@ -186,10 +187,12 @@ def backproject_fdk(projections: np.ndarray, geom: ConeGeometry, segment_starts:
         # enough tasks to balance the threads, rows in blocks as long as possible
         n_row_blocks = min(ny, -(-4 * numba.get_num_threads() // n_slabs))
         row_block = -(-ny // n_row_blocks)
+        announce_compilation(_fdk_backproject_z_invariant, "FDK backprojection (circular scans)")
         _fdk_backproject_z_invariant(
             padded.reshape(-1), padded.shape[1] * padded.shape[2], nu + PAD_LO + PAD_HI, mats, segment_starts, out, consts,
             slab, VIEW_BLOCK, row_block,
         )
     else:
+        announce_compilation(_fdk_backproject_kernel, "FDK backprojection")
         _fdk_backproject_kernel(padded, mats.astype(dtype), segment_starts, out)
     return out
