@@ -11,11 +11,13 @@ __all__ = ["add_parsers", "ENTRY_POINTS"]
 
 ENTRY_POINTS: Mapping[str, Mapping[str, str]] = MappingProxyType({
     "train": MappingProxyType({"sbp-mac": "cbct.sbp_mac.train:main", "bbc": "cbct.bbc.train:main"}),
-    "eval": MappingProxyType({"sbp-mac": "cbct.sbp_mac.evaluate:main", "bbc": "cbct.bbc.evaluate:main"}),
+    "eval": MappingProxyType({"sbp-mac": "cbct.sbp_mac.evaluate:main", "motion": "cbct.sbp_mac.evaluate_motion:main",
+                              "bbc": "cbct.bbc.evaluate:main"}),
 })
 
 _HELP = {"train": "train a learned model (sbp-mac: motion correction; bbc: sparse-view completion/restoration)",
-         "eval": "evaluate a learned model on held-out data"}
+         "eval": "evaluate a learned model on held-out data (motion: the motion pipeline, compensated FDK and "
+                 "the networks on RTK-projected real anatomy)"}
 
 
 def _dispatch(args: argparse.Namespace) -> int:
@@ -38,7 +40,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         p = sub.add_parser(command, help=_HELP[command], add_help=True,
                            description=f"{_HELP[command].capitalize()}. Everything after MODEL goes to the model's own "
                                        f"command line: `cbct {command} sbp-mac --help` shows its options.",
-                           usage=f"cbct {command} {{sbp-mac,bbc}} [options of the model's {command} command]")
+                           usage=f"cbct {command} {{{','.join(sorted(ENTRY_POINTS[command]))}}} [options of the model's {command} command]")
         p.add_argument("model", choices=sorted(ENTRY_POINTS[command]), help="which model")
         p.add_argument("args", nargs=argparse.REMAINDER, help="options passed to the model's command")
         p.set_defaults(func=_dispatch, command=command)

@@ -24,7 +24,6 @@ that defines them.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import itertools
 import json
 import logging
@@ -47,6 +46,7 @@ from cbct.operators import project, segmented_backproject
 from cbct.phantoms import real
 from cbct.phantoms.dental import dental_phantom
 from cbct.phantoms.ellipsoids import Ellipsoid, voxelize
+from cbct.sbp_mac.cache import Sample, SplitArrays, content_key, load_split, write_split
 from cbct.simulation.motion import (
     COMPONENT_KINDS,
     WAVEFORMS,
@@ -365,26 +365,6 @@ def source_volume(source: str, grid: VolumeGrid, rng: np.random.Generator, *, ra
 
 
 # ---------------------------------------------------------------------------------------------- samples
-@dataclasses.dataclass(frozen=True)
-class Sample:
-    """One simulated scan, reconstructed.
-
-    Attributes:
-        fdk: (z, y, x) float32 FDK of the motion-corrupted noisy scan, mm⁻¹ (motion-compensated when the scan
-            config estimates motion).
-        segments: (K, z, y, x) float32 segmented backprojection of the same filtered projections (sums to ``fdk``).
-        reference: (z, y, x) float32 FDK of the noise-free motion-free scan, mm⁻¹.
-        meta: spec, motion extent (max angle, max displacement), i0, timings.
-        fdk_uncorrected: (z, y, x) float32 FDK with the nominal geometry (``fdk`` itself without motion estimation).
-    """
-
-    fdk: np.ndarray
-    segments: np.ndarray
-    reference: np.ndarray
-    meta: dict[str, Any]
-    fdk_uncorrected: np.ndarray
-
-
 def _streams(spec: SampleSpec) -> list[np.random.Generator]:
     seq = np.random.SeedSequence([spec.seed, zlib.crc32(spec.source.encode())])
     return [np.random.default_rng(s) for s in seq.spawn(3)]
@@ -502,75 +482,21 @@ def displacement_field(
 
 
 # ---------------------------------------------------------------------------------------------- cached splits
-@dataclasses.dataclass(frozen=True)
-class SplitArrays:
-    """A cached split in memory: ``fdk`` (N, z, y, x), ``segments`` (N, K, z, y, x), ``reference`` (N, z, y, x),
-    ``fdk_uncorrected`` (N, z, y, x; the same array as ``fdk`` without motion estimation) (float16, mm⁻¹) and one
-    meta dict per sample."""
-
-    fdk: np.ndarray
-    segments: np.ndarray
-    reference: np.ndarray
-    meta: list[dict[str, Any]]
-    fdk_uncorrected: np.ndarray
-
-    def __len__(self) -> int:
-        return self.fdk.shape[0]
-
-
 def split_key(specs: Sequence[SampleSpec], cfg: ScanConfig, augment: bool) -> str:
     """A short hash of everything that defines a split's content."""
-    blob = json.dumps(
-        {"scan": cfg.to_dict(), "specs": [dataclasses.asdict(s) for s in specs], "augment": augment,
-         "dental": "cbct.phantoms.dental", "version": 5},
-        sort_keys=True,
-    )
-    return hashlib.sha256(blob.encode()).hexdigest()[:12]
+    return content_key({"scan": cfg.to_dict(), "specs": [dataclasses.asdict(s) for s in specs], "augment": augment,
+                        "dental": "cbct.phantoms.dental", "version": 5})
 
 
 def build_split(
     specs: Sequence[SampleSpec], cfg: ScanConfig, path: str | os.PathLike, *, augment: bool = True
 ) -> pathlib.Path:
     """Simulate ``specs`` into the HDF5 file ``path`` (resumes a partly written file made by the same specs)."""
-    import h5py
-
-    path = pathlib.Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    key = split_key(specs, cfg, augment)
-    n, k = len(specs), cfg.n_segments
-    shape = cfg.volume_shape
-    if path.is_file():  # complete already: only read (several runs may share the cache)
-        with h5py.File(path, "r") as f:
-            if f.attrs.get("key") == key and "done" in f and bool(np.all(f["done"][:])):
-                return path
-    with h5py.File(path, "a") as f:
-        if f.attrs.get("key") not in (None, key):
-            raise ValueError(f"{path} holds another split (key {f.attrs['key']}, expected {key}); remove it first")
-        if "fdk" not in f:
-            f.attrs["key"] = key
-            f.attrs["scan"] = json.dumps(cfg.to_dict())
-            f.create_dataset("fdk", (n, *shape), np.float16, chunks=(1, 1, *shape[1:]))
-            f.create_dataset("segments", (n, k, *shape), np.float16, chunks=(1, k, 1, *shape[1:]))
-            f.create_dataset("reference", (n, *shape), np.float16, chunks=(1, 1, *shape[1:]))
-            if cfg.motion_estimation is not None:
-                f.create_dataset("fdk_uncorrected", (n, *shape), np.float16, chunks=(1, 1, *shape[1:]))
-            f.create_dataset("meta", (n,), h5py.string_dtype())
-            f.create_dataset("done", (n,), bool)
-        done = f["done"][:]
-        for i, spec in enumerate(specs):
-            if done[i]:
-                continue
-            s = simulate_sample(spec, cfg, augment=augment)
-            f["fdk"][i] = s.fdk
-            f["segments"][i] = s.segments
-            f["reference"][i] = s.reference
-            if "fdk_uncorrected" in f:
-                f["fdk_uncorrected"][i] = s.fdk_uncorrected
-            f["meta"][i] = json.dumps(s.meta)
-            f["done"][i] = True
-            f.flush()
-            log.info("sample %d/%d (%s, %s, seed %d) in %.1f s", i + 1, n, spec.source, spec.waveform, spec.seed, s.meta["seconds"])
-    return path
+    return write_split(
+        path, split_key(specs, cfg, augment), specs, lambda spec: simulate_sample(spec, cfg, augment=augment),
+        shape=cfg.volume_shape, n_segments=cfg.n_segments, scan=cfg.to_dict(),
+        with_uncorrected=cfg.motion_estimation is not None,
+    )
 
 
 def cached_split(
@@ -580,19 +506,6 @@ def cached_split(
     path = pathlib.Path(cache_dir) / f"{name}-{split_key(specs, cfg, augment)}.h5"
     build_split(specs, cfg, path, augment=augment)
     return load_split(path)
-
-
-def load_split(path: str | os.PathLike) -> SplitArrays:
-    """Read a complete cached split into memory."""
-    import h5py
-
-    with h5py.File(path, "r") as f:
-        if "done" not in f or not bool(np.all(f["done"][:])):
-            raise ValueError(f"{path} is not a complete split; build it with build_split")
-        meta = [json.loads(m) for m in f["meta"].asstr()[:]]
-        fdk_images = f["fdk"][:]
-        uncorrected = f["fdk_uncorrected"][:] if "fdk_uncorrected" in f else fdk_images
-        return SplitArrays(fdk_images, f["segments"][:], f["reference"][:], meta, uncorrected)
 
 
 def iter_samples(specs: Iterable[SampleSpec], cfg: ScanConfig, *, augment: bool = True) -> Iterable[Sample]:

@@ -16,9 +16,14 @@ from cbct.sbp_mac.model import SBPMAC, SBPMACConfig
 
 log = logging.getLogger(__name__)
 
-__all__ = ["WEIGHTS_FORMAT", "correct_volume", "default_weights_path", "load_weights", "save_weights", "slice_inputs"]
+__all__ = [
+    "WEIGHTS_FORMAT", "correct_volume", "default_weights_path", "input_scale", "load_weights", "save_weights", "slice_inputs",
+]
 
 WEIGHTS_FORMAT = "cbct.sbp_mac/1"
+NORMALISED_LEVEL = 2.0  # the robust level of a normalised volume (water at ~1 for a typical dental scan)
+ROBUST_PERCENTILE = 99.5
+_MAX_QUANTILE_SAMPLES = 1 << 22
 
 
 def default_weights_path() -> pathlib.Path:
@@ -48,19 +53,35 @@ def load_weights(path: str | os.PathLike | None = None, device: str | torch.devi
     return model.to(device).eval(), dict(blob.get("meta", {}))
 
 
+def input_scale(cfg: SBPMACConfig, fdk) -> float:
+    """The factor (1/mm⁻¹) that takes a volume's values to the network's units: ``cfg.intensity_scale``, or with
+    ``cfg.normalise`` :data:`NORMALISED_LEVEL` over the volume's 99.5th percentile (``fdk``: the (Z, H, W) FDK image
+    the network corrects, NumPy or torch)."""
+    if not cfg.normalise:
+        return float(cfg.intensity_scale)
+    flat = (fdk if isinstance(fdk, torch.Tensor) else torch.from_numpy(np.asarray(fdk))).reshape(-1)
+    flat = flat[:: max(1, flat.numel() // _MAX_QUANTILE_SAMPLES)].float()
+    level = float(torch.quantile(flat, ROBUST_PERCENTILE / 100))
+    if not np.isfinite(level) or level <= 0:
+        return float(cfg.intensity_scale)
+    return NORMALISED_LEVEL / level
+
+
 def slice_inputs(
-    fdk: torch.Tensor, segments: torch.Tensor | None, z: torch.Tensor, cfg: SBPMACConfig
+    fdk: torch.Tensor, segments: torch.Tensor | None, z: torch.Tensor, cfg: SBPMACConfig, scale: float | None = None
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Network inputs for slices ``z`` (B,) of one volume: FDK (B, C, H, W) and segments (B, K, C, H, W), scaled.
 
     ``fdk`` is (Z, H, W) and ``segments`` (K, Z, H, W) in mm⁻¹; neighbours beyond the volume repeat the edge slice.
+    ``scale``: the volume's :func:`input_scale` (default ``cfg.intensity_scale``).
     """
+    scale = cfg.intensity_scale if scale is None else scale
     offsets = torch.arange(-cfg.n_neighbours, cfg.n_neighbours + 1, device=z.device)
     idx = (z[:, None] + offsets[None, :]).clamp(0, fdk.shape[0] - 1)  # (B, C)
-    image = fdk[idx] * cfg.intensity_scale
+    image = fdk[idx] * scale
     if segments is None or not cfg.use_segments:
         return image, None
-    seg = segments[:, idx].permute(1, 0, 2, 3, 4) * (cfg.intensity_scale * segments.shape[0])  # (B, K, C, H, W)
+    seg = segments[:, idx].permute(1, 0, 2, 3, 4) * (scale * segments.shape[0])  # (B, K, C, H, W)
     return image, seg
 
 
@@ -121,11 +142,12 @@ def correct_volume(
     m = cfg.multiple
     ph, pw = (-h) % m, (-w) % m
     use_amp = (dev.type == "cuda") if amp is None else amp
+    scale = input_scale(cfg, vol)
     out = torch.empty_like(vol)
     art = torch.zeros_like(vol) if return_artifact else None
     for start in range(0, nz, batch_size):
         z = torch.arange(start, min(start + batch_size, nz), device=dev)
-        image, s = slice_inputs(vol, seg, z, cfg)
+        image, s = slice_inputs(vol, seg, z, cfg, scale)
         if ph or pw:
             image = F.pad(image, (0, pw, 0, ph), mode="replicate")
             if s is not None:
@@ -134,9 +156,9 @@ def correct_volume(
         with torch.autocast(device_type=dev.type, dtype=torch.bfloat16, enabled=use_amp):
             res = model(image, s)
         pred, a = res.image, res.artifact
-        out[start:start + len(z)] = pred[:, 0, :h, :w].float() / cfg.intensity_scale
+        out[start:start + len(z)] = pred[:, 0, :h, :w].float() / scale
         if art is not None and a is not None:
-            art[start:start + len(z)] = a[:, 0, :h, :w].float() / cfg.intensity_scale
+            art[start:start + len(z)] = a[:, 0, :h, :w].float() / scale
     return (out, art) if return_artifact else out
 
 

@@ -57,6 +57,9 @@ class SBPMACConfig:
         use_segments: False for the plain U-Net baseline (no encoder, no modulation).
         align_segments: warp the segments by predicted displacement fields before the generator (needs segments).
         intensity_scale: multiplies mm⁻¹ values before the network (50 maps water, ~0.02 mm⁻¹, to ~1).
+        normalise: scale each volume by its own robust level instead (:func:`cbct.sbp_mac.inference.input_scale`:
+            the 99.5th percentile of its FDK image maps to 2), and the output back: the network then does not
+            depend on the attenuation scale of the scan.
     """
 
     n_segments: int = 8
@@ -67,6 +70,7 @@ class SBPMACConfig:
     use_segments: bool = True
     intensity_scale: float = 50.0
     align_segments: bool = False
+    normalise: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "channels", tuple(int(c) for c in self.channels))

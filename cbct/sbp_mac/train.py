@@ -1,7 +1,9 @@
 """``cbct train sbp-mac --config FILE``: train SBP-MAC (or the plain U-Net baseline) on cached simulated scans.
 
-The config (YAML) has the sections ``data`` (``cache_dir``, ``scan``: :class:`~cbct.sbp_mac.data.ScanConfig`,
-``train`` and ``val``: :class:`~cbct.sbp_mac.data.SplitConfig`), ``model`` (:class:`~cbct.sbp_mac.model.SBPMACConfig`
+The config (YAML) has the sections ``data`` (``cache_dir``; ``kind``: ``"inside"``, objects cut to lie inside the
+grid, :mod:`cbct.sbp_mac.data`, or ``"truncated"``, anatomy larger than the field of view,
+:mod:`cbct.sbp_mac.truncated`; ``scan``: its :class:`~cbct.sbp_mac.data.ScanConfig` or
+:class:`~cbct.sbp_mac.truncated.TruncatedScanConfig`; ``train`` and ``val``: :class:`~cbct.sbp_mac.data.SplitConfig`), ``model`` (:class:`~cbct.sbp_mac.model.SBPMACConfig`
 without ``n_segments``, which comes from the scan), ``loss`` (:class:`~cbct.sbp_mac.loss.LossWeights`) and ``train``
 (see :data:`TRAIN_DEFAULTS`), plus ``seed`` and ``out_dir``. ``--set section.key=value`` overrides any entry.
 
@@ -31,13 +33,10 @@ import torch
 import yaml
 
 from cbct.sbp_mac.data import (
-    SampleSpec,
     ScanConfig,
     SplitArrays,
     SplitConfig,
     cached_split,
-    displacement_field,
-    segment_motion,
     split_specs,
 )
 from cbct.sbp_mac.inference import (
@@ -46,12 +45,16 @@ from cbct.sbp_mac.inference import (
     save_weights,
     volume_metrics,
 )
+from cbct.sbp_mac.batches import SliceBatcher
 from cbct.sbp_mac.loss import LossWeights, sbp_mac_loss
 from cbct.sbp_mac.model import SBPMAC, SBPMACConfig
+from cbct.sbp_mac.truncated import TruncatedScanConfig, cached_truncated_split
 
 log = logging.getLogger(__name__)
 
-__all__ = ["TRAIN_DEFAULTS", "SliceBatcher", "load_config", "main", "train"]
+__all__ = ["DATA_KINDS", "TRAIN_DEFAULTS", "SliceBatcher", "load_config", "main", "scan_config", "train"]
+
+DATA_KINDS = ("inside", "truncated")
 
 TRAIN_DEFAULTS: dict[str, Any] = {
     "steps": 3000,  # optimiser steps
@@ -83,7 +86,7 @@ def load_config(path: str | pathlib.Path | None = None, overrides: Sequence[str]
     cfg: dict[str, Any] = {
         "seed": 0,
         "out_dir": "runs/sbp_mac",
-        "data": {"cache_dir": ".cache/sbp_mac", "scan": {}, "train": {}, "val": {}},
+        "data": {"kind": "inside", "cache_dir": ".cache/sbp_mac", "scan": {}, "train": {}, "val": {}},
         "model": {},
         "loss": {},
         "train": dict(TRAIN_DEFAULTS),
@@ -113,83 +116,39 @@ def load_config(path: str | pathlib.Path | None = None, overrides: Sequence[str]
     return cfg
 
 
+def scan_config(cfg: dict[str, Any]) -> ScanConfig | TruncatedScanConfig:
+    """The scan settings of a config's ``data.scan``, of the kind ``data.kind`` names."""
+    kind = cfg["data"].get("kind", "inside")
+    if kind not in DATA_KINDS:
+        raise ValueError(f"data.kind must be one of {DATA_KINDS}, got {kind!r}")
+    cls = TruncatedScanConfig if kind == "truncated" else ScanConfig
+    return cls.from_dict(cfg["data"]["scan"])
+
+
+def fov_radius_voxels(scan: ScanConfig | TruncatedScanConfig) -> float:
+    """Radius in voxels of the disc the metrics are computed in."""
+    if isinstance(scan, TruncatedScanConfig):
+        return scan.fov_radius_voxels()
+    return min(scan.volume_shape[1:]) / 2 - scan.fov_margin_mm / scan.voxel_size
+
+
+def load_splits(cfg: dict[str, Any]) -> tuple[SplitArrays, SplitArrays]:
+    """The training and validation splits of a config (simulated and cached on first use)."""
+    scan, cache = scan_config(cfg), cfg["data"]["cache_dir"]
+    out = []
+    for name in ("train", "val"):
+        specs = split_specs(SplitConfig.from_dict(cfg["data"][name], f"data.{name}"))
+        if isinstance(scan, TruncatedScanConfig):
+            out.append(cached_truncated_split(specs, scan, cache, name))
+        else:
+            out.append(cached_split(specs, scan, cache, name))
+    return out[0], out[1]
+
+
 def model_config(cfg: dict[str, Any]) -> SBPMACConfig:
     """The network architecture a config describes (K from the scan section)."""
-    scan = ScanConfig.from_dict(cfg["data"]["scan"])
+    scan = scan_config(cfg)
     return SBPMACConfig.from_dict({**cfg["model"], "n_segments": scan.n_segments})
-
-
-class SliceBatcher:
-    """Random training batches from a split in memory.
-
-    Each item: a random scan, a random axial slice ``z`` (neighbours beyond the volume repeat the edge slice) and a
-    random ``crop`` × ``crop`` window, all of its volumes optionally multiplied by one random factor in
-    ``[1 - intensity_jitter, 1 + intensity_jitter]`` (reconstruction is linear in the attenuation, so a scaled
-    object gives scaled FDK images, segments and references). :meth:`batch` returns scaled torch tensors ``image`` (B, C, h, w),
-    ``segments`` (B, K, C, h, w) or ``None``, ``target`` (B, 1, h, w) and, with ``with_flow``, the true in-plane
-    displacement fields (B, K, 2, h, w) in pixels (from the samples' motion, recomputed from their specs).
-    """
-
-    def __init__(
-        self,
-        split: SplitArrays,
-        cfg: SBPMACConfig,
-        crop: int | None,
-        *,
-        scan: ScanConfig | None = None,
-        with_flow: bool = False,
-        intensity_jitter: float = 0.0,
-    ) -> None:
-        self.split, self.cfg = split, cfg
-        if not 0.0 <= intensity_jitter < 1.0:
-            raise ValueError(f"train.intensity_jitter must lie in [0, 1), got {intensity_jitter}")
-        self.jitter = float(intensity_jitter)
-        ny, nx = split.fdk.shape[2:]
-        self.crop = None if crop is None else int(crop)
-        if self.crop is not None and (self.crop > min(ny, nx) or self.crop % cfg.multiple):
-            raise ValueError(f"train.crop must be a multiple of {cfg.multiple} no larger than {min(ny, nx)}, got {crop}")
-        if split.segments.shape[1] != cfg.n_segments:
-            raise ValueError(f"the data has K = {split.segments.shape[1]} segments, the model expects {cfg.n_segments}")
-        self.motions = None
-        if with_flow:
-            if scan is None:
-                raise ValueError("with_flow needs the scan config")
-            self.scan = scan
-            self.motions = [segment_motion(SampleSpec(m["source"], m["seed"], m["waveform"], tuple(m["mixed_kinds"])), scan) for m in split.meta]
-
-    def batch(self, rng: np.random.Generator, batch_size: int, device: torch.device) -> dict[str, torch.Tensor | None]:
-        cfg, s = self.cfg, self.split
-        n, nz, ny, nx = s.fdk.shape
-        h = w = self.crop
-        if h is None:
-            h, w = ny - ny % cfg.multiple, nx - nx % cfg.multiple
-        scans = rng.integers(0, n, batch_size)
-        zs = rng.integers(0, nz, batch_size)
-        y0 = rng.integers(0, ny - h + 1, batch_size)
-        x0 = rng.integers(0, nx - w + 1, batch_size)
-        gains = rng.uniform(1 - self.jitter, 1 + self.jitter, batch_size) if self.jitter > 0 else np.ones(batch_size)
-        offsets = np.arange(-cfg.n_neighbours, cfg.n_neighbours + 1)
-        images, segs, targets, flows = [], [], [], []
-        for i, z, y, x, g in zip(scans, zs, y0, x0, gains):
-            zz = np.clip(z + offsets, 0, nz - 1)
-            win = (slice(y, y + h), slice(x, x + w))
-            images.append(s.fdk[i][zz][:, win[0], win[1]] * g)
-            targets.append(s.reference[i, z][None, win[0], win[1]] * g)
-            if cfg.use_segments:
-                segs.append(s.segments[i][:, zz][:, :, win[0], win[1]] * g)
-            if self.motions is not None:
-                flows.append(displacement_field(*self.motions[i], self.scan.grid, int(z), win[0], win[1]))
-        k = cfg.n_segments
-
-        def tensor(items: list[np.ndarray], scale: float) -> torch.Tensor:
-            return torch.from_numpy(np.stack(items).astype(np.float32) * scale).to(device)
-
-        return {
-            "image": tensor(images, cfg.intensity_scale),
-            "segments": tensor(segs, cfg.intensity_scale * k) if cfg.use_segments else None,
-            "target": tensor(targets, cfg.intensity_scale),
-            "flow": tensor(flows, 1.0) if flows else None,
-        }
 
 
 def _device(name: str) -> torch.device:
@@ -208,9 +167,11 @@ def _lr_lambda(steps: int, warmup: int):
     return f
 
 
-def validate(model: SBPMAC, split: SplitArrays, scan: ScanConfig, device: torch.device, batch_size: int = 16) -> dict[str, float]:
+def validate(
+    model: SBPMAC, split: SplitArrays, scan: ScanConfig | TruncatedScanConfig, device: torch.device, batch_size: int = 16
+) -> dict[str, float]:
     """Mean PSNR/SSIM/RMSE of the corrected validation volumes against their references (inside the FOV)."""
-    mask = fov_mask(scan.volume_shape, (min(scan.volume_shape[1:]) / 2 - scan.fov_margin_mm / scan.voxel_size))
+    mask = fov_mask(scan.volume_shape, fov_radius_voxels(scan))
     rows = []
     for i in range(len(split)):
         fdk = split.fdk[i].astype(np.float32)
@@ -235,13 +196,11 @@ def train(cfg: dict[str, Any], *, stop_after: int | None = None) -> dict[str, An
         torch.set_num_threads(int(tcfg["threads"]))
     seed = int(cfg["seed"])
     torch.manual_seed(seed)
-    scan = ScanConfig.from_dict(cfg["data"]["scan"])
+    scan = scan_config(cfg)
     mcfg = model_config(cfg)
     weights = LossWeights(**cfg["loss"])
-    cache = cfg["data"]["cache_dir"]
     t_data = time.perf_counter()
-    train_split = cached_split(split_specs(SplitConfig.from_dict(cfg["data"]["train"], "data.train")), scan, cache, "train")
-    val_split = cached_split(split_specs(SplitConfig.from_dict(cfg["data"]["val"], "data.val")), scan, cache, "val")
+    train_split, val_split = load_splits(cfg)
     log.info("data: %d training and %d validation scans ready in %.1f s", len(train_split), len(val_split), time.perf_counter() - t_data)
 
     model = SBPMAC(mcfg).to(device)

@@ -1,0 +1,259 @@
+"""``cbct eval motion``: motion correction on held-out real anatomy larger than the field of view, projected by RTK.
+
+For every scan of :mod:`cbct.sbp_mac.heldout` (real heads, RTK's projector, waveforms including one never trained
+on, and still scans), against the motion-free reconstruction in the declared pose (FDK of the noise-free still scan,
+the pose of view 0), inside the field of view's disc: PSNR (dB, data range = the reference's range), SSIM (2D per
+axial slice) and RMSE (mm⁻¹) of
+
+- ``FDK``: FDK of the moving scan with the nominal geometry;
+- ``compensated FDK``: :func:`cbct.motion_correction.correct_motion` (estimate, gate, pose "first") then FDK with
+  the geometry it returns;
+- ``plain U-Net``: a U-Net on the compensated FDK image (trained on the same data as SBP-MAC);
+- ``SBP-MAC``: the network on the compensated FDK image and its K segments;
+- ``pipeline <name>``: what the bundled pipeline (default ``motion``) returns for the scan, run from Python.
+
+The motion estimation settings and the pose are those of the pipeline's ``motion_compensation`` stage (its defaults
+when it has none), so the compensated FDK row and the pipeline use the same estimate. Results: a Markdown table per
+metric (groups: every waveform, all moving scans, still scans, per source) and a JSON file with every row, the
+settings and the decision of issue 12 (does the network beat compensated FDK by 0.5 dB and the plain U-Net?).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import pathlib
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+from cbct.fdk import fdk, fdk_filter
+from cbct.operators import segmented_backproject
+from cbct.sbp_mac.heldout import STILL, HeldOutConfig, heldout_scan, heldout_specs, load_heads
+from cbct.sbp_mac.inference import correct_volume, fov_mask, load_weights, volume_metrics
+
+log = logging.getLogger(__name__)
+
+__all__ = ["COMPENSATED", "decision", "evaluate_motion", "format_tables", "main", "pipeline_estimation"]
+
+FDK_ROW = "FDK"
+COMPENSATED = "compensated FDK"
+UNET = "plain U-Net"
+SBP_MAC = "SBP-MAC"
+MARGIN_DB = 0.5  # the network must beat compensated FDK by this much to stay in the default pipeline
+STILL_LOSS_DB = 0.3  # the shipped pipeline may lose at most this much on still scans
+TARGET_GAIN_DB = 3.0  # the shipped pipeline's target gain over FDK on moving scans
+
+
+def pipeline_estimation(pipeline: str) -> tuple[dict[str, Any], str | int, float | str]:
+    """The motion estimation settings, pose and FDK filter of ``pipeline``'s stages (defaults where absent)."""
+    from cbct.pipeline import load_pipeline
+
+    settings: dict[str, Any] = {}
+    pose: str | int = "first"
+    filt: float | str = "hann"
+    for stage in load_pipeline(pipeline).stages:
+        params = dict(stage.params or {})
+        if stage.stage == "motion_compensation":
+            pose = params.pop("pose", "first")
+            settings = params
+        if stage.stage in ("fdk", "sbp_mac") and "filter" in params:
+            filt = params["filter"]
+    return settings, pose, filt
+
+
+def _compensate(projections, geom, settings: dict[str, Any], pose: str | int) -> tuple[Any, dict[str, Any]]:
+    from cbct.motion_correction import correct_motion
+    from cbct.motion_estimation import MotionEstimationConfig
+
+    mc = correct_motion(projections, geom, config=MotionEstimationConfig.from_dict(settings), pose=pose)
+    return mc.geometry, {"moved": mc.moved, "pose": mc.pose, "gate": mc.report.get("gate"),
+                         "estimation_seconds": mc.report.get("seconds")}
+
+
+def evaluate_motion(
+    cfg: HeldOutConfig,
+    *,
+    networks: dict[str, str | None],
+    pipeline: str = "motion",
+    data_dir: str | pathlib.Path | None = None,
+    batch_size: int = 8,
+) -> dict[str, Any]:
+    """Every held-out scan through every method; returns ``{"rows": [...], "config": ..., "seconds": ...}``.
+
+    ``networks``: row name -> weights path (``None``: the shipped SBP-MAC weights); a network that reads segments
+    gets the compensated segments, a plain U-Net the compensated FDK image.
+    """
+    from cbct.pipeline import run_pipeline
+    from cbct.scan import Scan
+
+    models = {name: load_weights(path)[0] for name, path in networks.items()}
+    settings, pose, filt = pipeline_estimation(pipeline)
+    mask = fov_mask(cfg.volume_shape, cfg.fov_radius_voxels())
+    heads = load_heads(cfg.sources, data_dir)
+    rows: list[dict[str, Any]] = []
+    t_start = time.perf_counter()
+    for source, waveform, seed in heldout_specs(cfg):
+        scan = heldout_scan(source, waveform, seed, cfg, head=heads[source])
+        base = {k: scan.meta[k] for k in ("source", "waveform", "seed", "max_displacement_mm", "max_rotation_deg")}
+
+        def add(method: str, volume, seconds: float, **extra: Any) -> None:
+            rows.append({**base, "method": method, **volume_metrics(volume, scan.reference, mask), "seconds": seconds, **extra})
+
+        t = time.perf_counter()
+        add(FDK_ROW, fdk(scan.projections, scan.geometry, filter=filt), time.perf_counter() - t)
+        t = time.perf_counter()
+        geometry, report = _compensate(scan.projections, scan.geometry, settings, pose)
+        filtered, fgeom = fdk_filter(scan.projections, geometry, filter=filt)
+        ks = {m.cfg.n_segments for m in models.values() if m.cfg.use_segments} or {1}
+        segments = {k: segmented_backproject(filtered, fgeom, k) for k in ks}
+        compensated = next(iter(segments.values())).sum(axis=0)
+        add(COMPENSATED, compensated, time.perf_counter() - t, **report)
+        for name, model in models.items():
+            t = time.perf_counter()
+            seg = segments[model.cfg.n_segments] if model.cfg.use_segments else None
+            add(name, correct_volume(model, compensated, seg, batch_size=batch_size), time.perf_counter() - t)
+        t = time.perf_counter()
+        state = Scan.from_arrays(scan.geometry, projections=scan.projections, metadata={"id": f"{source}-{waveform}-{seed}"})
+        add(f"pipeline {pipeline}", run_pipeline(pipeline, state).volume, time.perf_counter() - t)
+        log.info("%s %s: %s", source, waveform, ", ".join(f"{r['method']} {r['psnr']:.2f} dB" for r in rows[-len(models) - 3:]))
+    result = {"rows": rows, "config": cfg.to_dict(), "pipeline": pipeline, "estimation": settings, "pose": pose,
+              "filter": filt, "networks": {k: v or "shipped" for k, v in networks.items()},
+              "seconds": time.perf_counter() - t_start, "torch_threads": torch.get_num_threads()}
+    result["decision"] = decision(rows, pipeline)
+    return result
+
+
+def _mean(rows: list[dict[str, Any]], method: str, key: str = "psnr") -> float | None:
+    sel = [r[key] for r in rows if r["method"] == method]
+    return float(np.mean(sel)) if sel else None
+
+
+def decision(rows: list[dict[str, Any]], pipeline: str = "motion") -> dict[str, Any]:
+    """Issue 12's tests: does SBP-MAC beat compensated FDK by :data:`MARGIN_DB` and the plain U-Net (mean PSNR over
+    all held-out scans, and over the moving ones), and the shipped pipeline's gain over FDK on moving scans and its
+    loss on still scans."""
+    moving = [r for r in rows if r["waveform"] != STILL]
+    still = [r for r in rows if r["waveform"] == STILL]
+    out: dict[str, Any] = {}
+    for label, sel in (("all", rows), ("moving", moving), ("still", still)):
+        out[f"mean_psnr_{label}"] = {m: _mean(sel, m) for m in dict.fromkeys(r["method"] for r in rows)}
+    means = out["mean_psnr_all"]
+    net, comp, unet = means.get(SBP_MAC), means.get(COMPENSATED), means.get(UNET)
+    if net is not None and comp is not None:
+        out["sbp_mac_minus_compensated_db"] = net - comp
+        out["sbp_mac_minus_unet_db"] = None if unet is None else net - unet
+        out["network_earns_place"] = bool(net - comp >= MARGIN_DB and (unet is None or net > unet))
+    pipe = f"pipeline {pipeline}"
+    if moving and _mean(moving, pipe) is not None:
+        out["pipeline_gain_over_fdk_moving_db"] = _mean(moving, pipe) - _mean(moving, FDK_ROW)
+        out["pipeline_gain_target_met"] = out["pipeline_gain_over_fdk_moving_db"] >= TARGET_GAIN_DB
+    if still and _mean(still, pipe) is not None:
+        out["pipeline_loss_still_db"] = _mean(still, FDK_ROW) - _mean(still, pipe)
+        out["pipeline_still_target_met"] = out["pipeline_loss_still_db"] < STILL_LOSS_DB
+    return out
+
+
+def _groups(rows: list[dict[str, Any]]) -> list[tuple[str, list[dict[str, Any]]]]:
+    groups = [(w, [r for r in rows if r["waveform"] == w]) for w in dict.fromkeys(r["waveform"] for r in rows) if w != STILL]
+    moving = [r for r in rows if r["waveform"] != STILL]
+    if moving:
+        groups.append(("**all moving**", moving))
+    still = [r for r in rows if r["waveform"] == STILL]
+    if still:
+        groups.append(("**still**", still))
+    for s in dict.fromkeys(r["source"] for r in rows):
+        sel = [r for r in moving if r["source"] == s]
+        if sel:
+            groups.append((f"moving, {s}", sel))
+    return groups
+
+
+def format_tables(result: dict[str, Any]) -> str:
+    """Markdown: mean PSNR, SSIM and RMSE per group (rows) and method (columns), then the decision."""
+    rows = result["rows"]
+    methods = list(dict.fromkeys(r["method"] for r in rows))
+    scans = len({(r["source"], r["waveform"], r["seed"]) for r in rows})
+    parts = []
+    for key, title, fmt in (("psnr", "PSNR (dB)", "{:.2f}"), ("ssim", "SSIM", "{:.4f}"), ("rmse", "RMSE (mm⁻¹)", "{:.2e}")):
+        lines = [f"{title}, mean over the scans of each group ({scans} scans):", "",
+                 "| scans | n | " + " | ".join(methods) + " |", "|---|---|" + "---|" * len(methods)]
+        for group, members in _groups(rows):
+            n = len({(r["source"], r["seed"]) for r in members})
+            cells = [fmt.format(v) if (v := _mean(members, m, key)) is not None else "" for m in methods]
+            lines.append(f"| {group} | {n} | " + " | ".join(cells) + " |")
+        parts.append("\n".join(lines))
+    d = result.get("decision", {})
+    notes = []
+    if "sbp_mac_minus_compensated_db" in d:
+        unet = d.get("sbp_mac_minus_unet_db")
+        notes.append(f"SBP-MAC minus compensated FDK (all scans): {d['sbp_mac_minus_compensated_db']:+.2f} dB (needed: "
+                     f">= {MARGIN_DB} dB); minus the plain U-Net: " + ("n/a" if unet is None else f"{unet:+.2f} dB")
+                     + f"; the network {'earns' if d['network_earns_place'] else 'does not earn'} its place in the default pipeline.")
+    if "pipeline_gain_over_fdk_moving_db" in d:
+        notes.append(f"Pipeline {result['pipeline']} over FDK on moving scans: {d['pipeline_gain_over_fdk_moving_db']:+.2f} dB "
+                     f"(target >= {TARGET_GAIN_DB} dB).")
+    if "pipeline_loss_still_db" in d:
+        notes.append(f"Pipeline {result['pipeline']} loss on still scans: {d['pipeline_loss_still_db']:.3f} dB (target < {STILL_LOSS_DB} dB).")
+    return "\n\n".join(parts + ["\n".join(f"- {n}" for n in notes)]) + "\n"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``cbct eval motion``."""
+    from cbct.io.atomic import write_text_atomic
+
+    d = HeldOutConfig()
+    p = argparse.ArgumentParser(prog="cbct eval motion", description=__doc__.split("\n\n")[0])
+    p.add_argument("--sources", nargs="+", default=list(d.sources), help="head_mha, tigre_head")
+    p.add_argument("--waveforms", nargs="+", default=list(d.waveforms), help=f"motion waveforms and/or {STILL!r}")
+    p.add_argument("--repeats", type=int, default=d.repeats, help="scans per source and waveform")
+    p.add_argument("--shape", type=int, nargs=3, default=list(d.volume_shape), metavar=("NZ", "NY", "NX"))
+    p.add_argument("--voxel-size", type=float, default=d.voxel_size, help="mm")
+    p.add_argument("--views", type=int, default=d.n_views)
+    p.add_argument("--data-dir", help="folder holding head.mha / head_phantom.mat (default: the shared data folder)")
+    p.add_argument("--weights", help="SBP-MAC weights (default: the shipped cbct/models/sbp_mac.pt)")
+    p.add_argument("--unet", help="plain U-Net weights trained on the same data (default: cbct/models/sbp_mac_unet.pt; "
+                                   "'none': no U-Net row)")
+    p.add_argument("--extra", action="append", default=[], metavar="NAME=PATH", help="more weights to compare")
+    p.add_argument("--pipeline", default="motion", help="the pipeline whose output is the last row (name or YAML)")
+    p.add_argument("--threads", type=int, default=1, help="torch threads")
+    p.add_argument("--out", help="folder for results.json and table.md")
+    args = p.parse_args(argv)
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    torch.set_num_threads(args.threads)
+    from cbct.sbp_mac.inference import default_weights_path
+
+    unet = args.unet or str(default_weights_path().with_name("sbp_mac_unet.pt"))
+    networks: dict[str, str | None] = {UNET: unet, SBP_MAC: args.weights}
+    if args.unet == "none":
+        del networks[UNET]
+    for item in args.extra:
+        name, sep, path = item.partition("=")
+        if not sep or not name or not path:
+            log.error("--extra expects NAME=PATH, got %r", item)
+            return 2
+        networks[name] = path
+    try:
+        cfg = HeldOutConfig(volume_shape=tuple(args.shape), voxel_size=args.voxel_size, n_views=args.views,
+                            sources=tuple(args.sources), waveforms=tuple(args.waveforms), repeats=args.repeats)
+        result = evaluate_motion(cfg, networks=networks, pipeline=args.pipeline, data_dir=args.data_dir)
+    except (FileNotFoundError, ValueError) as exc:
+        log.error("%s", exc)
+        return 2
+    table = format_tables(result)
+    print(table)
+    if args.out:
+        out = pathlib.Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(out / "results.json", json.dumps(result, indent=2, default=str))
+        write_text_atomic(out / "table.md", table)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
