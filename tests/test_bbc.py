@@ -9,7 +9,8 @@ torch = pytest.importorskip("torch")
 
 import cbct  # noqa: E402
 from cbct.angles import plan_completion  # noqa: E402
-from cbct.bbc.model import FlowCompletionConfig, FlowCompletionNet, backward_warp, complete_views, measure_throughput  # noqa: E402
+from cbct.bbc.inference import complete_views, measure_throughput  # noqa: E402
+from cbct.bbc.model import FlowCompletionConfig, FlowCompletionNet, backward_warp  # noqa: E402
 from cbct.bbc.restoration import RestorationConfig, RestorationNet, restore_volume  # noqa: E402
 from cbct.bbc.weights import DEFAULT_COMPLETION, DEFAULT_RESTORATION, load_completion, load_restoration, save_weights  # noqa: E402
 from cbct.phantoms import line_integrals, shepp_logan  # noqa: E402

@@ -185,22 +185,28 @@ def _fit_grid(vol: np.ndarray, grid: VolumeGrid, radius: float, g: np.random.Gen
     return VolumeGrid(vol.shape, (dz * f, dy * f, dx * f), (z_shift, oy, ox))
 
 
-def dense_sequence(scan: ScanConfig, kind: str, seed: int, *, cache_dir: str | pathlib.Path | None = None) -> np.ndarray:
+def dense_sequence(scan: ScanConfig, kind: str, seed: int, *, cache_dir: str | pathlib.Path | None = None,
+                   object_radius: float | None = None) -> np.ndarray:
     """Clean line integrals (n_views, nv, nu) float32 of the anatomy ``kind`` number ``seed`` under ``scan``.
 
     Rounded to float16 precision (about 0.05 % of the value) and cached as float16 in ``cache_dir`` when given. For the voxel sources the orientation (start angle), axial section
-    and mirroring are drawn from ``seed``.
+    and mirroring are drawn from ``seed``. ``object_radius`` (mm, ``dental_ellipsoids`` only): the head's radius;
+    default 0.95 × the field of view's (a head wider than the field of view is laterally truncated, as in a
+    dental scan).
     """
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+    if object_radius is not None and (kind != "dental_ellipsoids" or not object_radius > 0):
+        raise ValueError(f"object_radius must be a positive radius in mm for dental_ellipsoids, got {object_radius!r} for {kind!r}")
     path = None
     if cache_dir is not None:
-        path = pathlib.Path(cache_dir) / f"seq_{scan.key()}_{kind}_{int(seed)}.npy"
+        r_tag = "" if object_radius is None else f"_r{float(object_radius):g}"
+        path = pathlib.Path(cache_dir) / f"seq_{scan.key()}_{kind}{r_tag}_{int(seed)}.npy"
         if path.exists():
             return np.load(path).astype(np.float32)
     g = np.random.default_rng([int(seed), KINDS.index(kind)])
     geom = scan.geometry()
-    radius = 0.95 * scan.fov_radius()
+    radius = 0.95 * scan.fov_radius() if object_radius is None else float(object_radius)
     if kind == "dental_ellipsoids":
         # voxelised on a grid holding the whole head (so nothing is cut off in z), then projected: ~10x faster
         # than the exact line integrals of ~150 ellipsoids, with no visible loss at this resolution
@@ -250,10 +256,15 @@ def _ignore_folder(folder: pathlib.Path) -> None:
 
 def load_sequences(scan: ScanConfig, sources: Sequence[dict[str, Any]], *, cache_dir: str | pathlib.Path | None = None) -> list[np.ndarray]:
     """Sequences for ``sources``: dicts ``{"kind": ..., "seeds": [first, stop]}`` (seeds ``range(first, stop)``)
-    or ``{"kind": ..., "seed_list": [...]}``."""
+    or ``{"kind": ..., "seed_list": [...]}``; optional ``"scan"`` (settings that override ``scan``'s, e.g. another
+    detector) and ``"object_radius"`` (mm, see :func:`dense_sequence`)."""
     out = []
     for src in sources:
+        unknown = set(src) - {"kind", "seeds", "seed_list", "scan", "object_radius"}
+        if unknown:
+            raise ValueError(f"data source {src}: unknown keys {sorted(unknown)}")
         kind = src.get("kind")
+        src_scan = ScanConfig.from_dict({**dataclasses.asdict(scan), **src["scan"]}) if "scan" in src else scan
         if "seed_list" in src:
             seeds = [int(s) for s in src["seed_list"]]
         elif "seeds" in src:
@@ -262,7 +273,7 @@ def load_sequences(scan: ScanConfig, sources: Sequence[dict[str, Any]], *, cache
         else:
             raise ValueError(f"a data source needs 'seeds: [first, stop]' or 'seed_list', got {src}")
         for seed in seeds:
-            out.append(dense_sequence(scan, kind, seed, cache_dir=cache_dir))
+            out.append(dense_sequence(src_scan, kind, seed, cache_dir=cache_dir, object_radius=src.get("object_radius")))
     return out
 
 
@@ -279,8 +290,9 @@ class TripletSampler:
     Each sample picks a sequence, a gap ``g`` in ``[gap_min, gap_max]`` views, a first view ``i`` (the pair may
     wrap around the end of the circle), and ``k`` in ``1..g-1``: ``a = seq[i]``, ``b = seq[i + g]``,
     target ``seq[i + k]``, ``t = k / g``. Augmentations: random crop, mirror along u and v, time reversal
-    (``a``/``b`` swapped, ``t -> 1 - t``). The two inputs get Poisson noise at an ``i0`` drawn log-uniformly in
-    ``i0_range``; the target stays clean.
+    (``a``/``b`` swapped, ``t -> 1 - t``), an attenuation calibration (the triplet times a factor drawn
+    log-uniformly in ``scale_range``). The two inputs get Poisson noise at an ``i0`` drawn log-uniformly in
+    ``i0_range``; the target stays clean. Sequences may have different detector sizes (each at least ``crop``).
     """
 
     def __init__(
@@ -290,17 +302,19 @@ class TripletSampler:
         crop: tuple[int, int] = (64, 64),
         gap_range: tuple[int, int] = (2, 12),
         i0_range: tuple[float, float] = (5e4, 5e5),
+        scale_range: tuple[float, float] = (1.0, 1.0),
         rng: np.random.Generator | int,
     ) -> None:
         if not sequences:
             raise ValueError("sequences must not be empty")
         self.sequences = list(sequences)
         self.crop = (int(crop[0]), int(crop[1]))
-        shape = self.sequences[0].shape[1:]
-        if any(s.shape[1:] != shape for s in self.sequences):
-            raise ValueError("all sequences must have the same detector shape")
-        if self.crop[0] > shape[0] or self.crop[1] > shape[1]:
-            raise ValueError(f"crop {self.crop} is larger than the detector {shape}")
+        for seq in self.sequences:
+            if self.crop[0] > seq.shape[1] or self.crop[1] > seq.shape[2]:
+                raise ValueError(f"crop {self.crop} is larger than a sequence's detector {seq.shape[1:]}")
+        if not 0 < float(scale_range[0]) <= float(scale_range[1]):
+            raise ValueError(f"scale_range must satisfy 0 < min <= max, got {scale_range}")
+        self.scale_range = (float(scale_range[0]), float(scale_range[1]))
         lo, hi = int(gap_range[0]), int(gap_range[1])
         if not 2 <= lo <= hi:
             raise ValueError(f"gap_range must satisfy 2 <= min <= max, got {gap_range}")
@@ -334,8 +348,9 @@ class TripletSampler:
             if g.random() < 0.5:
                 a, b, y = a[::-1], b[::-1], y[::-1]
             i0 = float(np.exp(g.uniform(np.log(self.i0_range[0]), np.log(self.i0_range[1]))))
-            a_out[n, 0] = noisy(a, i0, g)
-            b_out[n, 0] = noisy(b, i0, g)
-            y_out[n, 0] = y
+            c = np.float32(np.exp(g.uniform(np.log(self.scale_range[0]), np.log(self.scale_range[1]))))
+            a_out[n, 0] = noisy(c * a, i0, g)
+            b_out[n, 0] = noisy(c * b, i0, g)
+            y_out[n, 0] = c * y
             t_out[n] = t
         return a_out, b_out, y_out, t_out

@@ -21,6 +21,7 @@ view (a cylinder of 0.95 × the FOV radius, all slices); PSNR/SSIM range: the re
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import pathlib
@@ -34,13 +35,16 @@ import torch
 
 from cbct.bbc.baselines import linear_completion
 from cbct.bbc.data import ScanConfig, dense_sequence, noisy
-from cbct.bbc.model import complete_views, measure_throughput
+from cbct.bbc.heldout import HeldoutConfig, load_heldout_config, pattern_indices, rtk_scan
+from cbct.bbc.inference import complete_views, measure_throughput
 from cbct.bbc.restoration import restore_volume
-from cbct.bbc.train import fov_mask, load_config, resolve_device, resolve_path
+from cbct.bbc.slices import fov_mask
+from cbct.bbc.train import load_config, resolve_device, resolve_path
 from cbct.bbc.weights import load_completion, load_restoration
 from cbct.angles import plan_completion
 from cbct.fdk import fdk
 from cbct.geometry import ConeGeometry, VolumeGrid
+from cbct.io.atomic import write_text_atomic
 from cbct.iterative import fista_tv, os_sart
 from cbct.metrics import psnr, rmse, ssim
 from cbct.simulation.sparse import sparse_views
@@ -50,7 +54,7 @@ log = logging.getLogger(__name__)
 METHODS = ("sparse FDK", "linear + FDK", "flow + FDK", "BBC-Recon")
 ITERATIVE_METHODS = ("OS-SART", "FISTA-TV")
 
-__all__ = ["evaluate", "format_table", "main"]
+__all__ = ["compare_methods", "evaluate", "evaluate_rtk", "format_table", "main"]
 
 
 def _scans(sources: list[dict[str, Any]]) -> list[tuple[str, int]]:
@@ -67,6 +71,49 @@ def _scans(sources: list[dict[str, Any]]) -> list[tuple[str, int]]:
 
 def _proj_psnr(synth: np.ndarray, ref: np.ndarray, data_range: float) -> float:
     return psnr(synth, ref, data_range=data_range)
+
+
+def compare_methods(full: np.ndarray, geom: ConeGeometry, sp: np.ndarray, sg: ConeGeometry, *, flow, rest,
+                    ref: np.ndarray, mask: np.ndarray, device: torch.device, iterative: bool = False,
+                    base: dict[str, Any]) -> list[dict[str, Any]]:
+    """One sparse scan against its dense reference: a row per method (``base`` merged into each).
+
+    Args:
+        full: (n, nv, nu) the dense noisy scan on ``geom`` (the completion target).
+        sp, sg: the kept views and their geometry (their angles must be among ``geom``'s).
+        flow, rest: the completion and restoration networks.
+        ref: FDK of ``full``; ``mask``: (y, x) field of view where the image metrics are taken.
+    """
+    ref_in = ref[:, mask]
+    img_range = float(ref_in.max() - ref_in.min())
+    proj_range = float(full.max() - full.min())
+
+    def image_metrics(vol: np.ndarray) -> dict[str, float]:
+        return {
+            "psnr": psnr(vol, ref, data_range=img_range, mask=mask),
+            "ssim": ssim(vol, ref, data_range=img_range, mask=mask),
+            "rmse": rmse(vol, ref, mask=mask),
+        }
+
+    plan = plan_completion(sg, target=geom)
+    miss = plan.missing
+    rows: list[dict[str, Any]] = [{**base, "method": METHODS[0], **image_metrics(np.asarray(fdk(sp, sg), np.float32))}]
+    lin, _ = linear_completion(sp, sg, target=geom)
+    rows.append({**base, "method": METHODS[1], "proj_psnr": _proj_psnr(lin[miss], full[miss], proj_range),
+                 **image_metrics(np.asarray(fdk(lin, geom), np.float32))})
+    t0 = time.perf_counter()
+    dense = complete_views(flow, sp, plan, device=device)
+    t_flow = time.perf_counter() - t0
+    vol_flow = np.asarray(fdk(dense, geom), np.float32)
+    rows.append({**base, "method": METHODS[2], "proj_psnr": _proj_psnr(dense[miss], full[miss], proj_range),
+                 "seconds_completion": t_flow, **image_metrics(vol_flow)})
+    vol_bbc = restore_volume(rest, vol_flow, device=device)
+    rows.append({**base, "method": METHODS[3], "proj_psnr": rows[-1]["proj_psnr"], **image_metrics(vol_bbc)})
+    if iterative:
+        rows += [{**base, "method": m, **image_metrics(v)} for m, v in _iterative_volumes(sp, sg).items()]
+    log.info("%s: %s", " ".join(str(v) for v in base.values()),
+             ", ".join(f"{r['method']} {r['psnr']:.2f} dB" for r in rows))
+    return rows
 
 
 def evaluate(
@@ -95,40 +142,10 @@ def evaluate(
         clean = dense_sequence(scan, kind, seed, cache_dir=cache_dir)
         full = noisy(clean, float(cfg["noise"]["eval_i0"]), np.random.default_rng([int(seed), 7, n]))
         ref = np.asarray(fdk(full, geom), np.float32)
-        ref_in = ref[:, mask]
-        img_range = float(ref_in.max() - ref_in.min())
-        proj_range = float(full.max() - full.min())
-
-        def image_metrics(vol: np.ndarray) -> dict[str, float]:
-            return {
-                "psnr": psnr(vol, ref, data_range=img_range, mask=mask),
-                "ssim": ssim(vol, ref, data_range=img_range, mask=mask),
-                "rmse": rmse(vol, ref, mask=mask),
-            }
-
         for f in factors:
-            sp, sg, kept = sparse_views(full, geom, step=int(f))
-            plan = plan_completion(sg, target=geom)
-            miss = plan.missing
-            base = {"kind": kind, "seed": seed, "factor": int(f)}
-            vol_sparse = np.asarray(fdk(sp, sg), np.float32)
-            rows.append({**base, "method": METHODS[0], **image_metrics(vol_sparse)})
-            lin, _ = linear_completion(sp, sg, target=geom)
-            rows.append({**base, "method": METHODS[1], "proj_psnr": _proj_psnr(lin[miss], full[miss], proj_range),
-                         **image_metrics(np.asarray(fdk(lin, geom), np.float32))})
-            t0 = time.perf_counter()
-            dense = complete_views(flow, sp, plan, device=dev)
-            t_flow = time.perf_counter() - t0
-            vol_flow = np.asarray(fdk(dense, geom), np.float32)
-            rows.append({**base, "method": METHODS[2], "proj_psnr": _proj_psnr(dense[miss], full[miss], proj_range),
-                         "seconds_completion": t_flow, **image_metrics(vol_flow)})
-            vol_bbc = restore_volume(rest, vol_flow, device=dev)
-            rows.append({**base, "method": METHODS[3], "proj_psnr": rows[-1]["proj_psnr"], **image_metrics(vol_bbc)})
-            if iterative:
-                rows += [{**base, "method": m, **image_metrics(v)} for m, v in _iterative_volumes(sp, sg).items()]
-            log.info("%s seed %d at %dx: %s", kind, seed, f,
-                     ", ".join(f"{r['method']} {r['psnr']:.2f} dB" for r in rows if r["factor"] == f
-                               and (r["kind"], r["seed"]) == (kind, seed)))
+            sp, sg, _ = sparse_views(full, geom, step=int(f))
+            rows += compare_methods(full, geom, sp, sg, flow=flow, rest=rest, ref=ref, mask=mask, device=dev,
+                                    iterative=iterative, base={"kind": kind, "seed": seed, "factor": int(f)})
     return {"rows": rows, "scans": [f"{k}:{s}" for k, s in scans], "seconds": time.perf_counter() - t_start}
 
 
@@ -149,23 +166,29 @@ def _iterative_volumes(projections: np.ndarray, geom: ConeGeometry) -> dict[str,
     return {"OS-SART": np.asarray(sart.volume[crop], np.float32), "FISTA-TV": np.asarray(tv.volume[crop], np.float32)}
 
 
-def _group(kind: str) -> str:
-    return {"head_mha": "real CT (head.mha)", "tigre_head": "TIGRE head", "dental": "dental phantom (cbct.phantoms.dental)"}.get(
-        kind, "ellipsoid dental heads")
+def _group(row: dict[str, Any]) -> str:
+    name = {"head_mha": "real CT (head.mha)", "tigre_head": "TIGRE head", "dental": "dental phantom (cbct.phantoms.dental)"}.get(
+        row["kind"], "ellipsoid dental heads")
+    return f"{name} ×{row['calibration']:g}" if "calibration" in row else name
+
+
+def _pattern(row: dict[str, Any]) -> str:
+    return row.get("pattern") or f"{row['factor']}×"
 
 
 def format_table(result: dict[str, Any]) -> str:
-    """Markdown table of the mean metrics per factor, anatomy group and method (and over all scans)."""
+    """Markdown table of the mean metrics per sparse pattern (or factor), anatomy group and method (and over all
+    scans)."""
     rows = result["rows"]
     lines = [
-        "| factor | scans | method | projection PSNR (dB) | PSNR (dB) | SSIM | RMSE (mm⁻¹) |",
+        "| pattern | scans | method | projection PSNR (dB) | PSNR (dB) | SSIM | RMSE (mm⁻¹) |",
         "|---|---|---|---|---|---|---|",
     ]
-    groups = sorted({_group(r["kind"]) for r in rows})
-    for f in sorted({r["factor"] for r in rows}):
+    groups = sorted({_group(r) for r in rows})
+    for f in dict.fromkeys(_pattern(r) for r in rows):
         for grp in ["all", *groups] if len(groups) > 1 else groups:
-            sel = [r for r in rows if r["factor"] == f and (grp == "all" or _group(r["kind"]) == grp)]
-            n_scans = len({(r["kind"], r["seed"]) for r in sel})
+            sel = [r for r in rows if _pattern(r) == f and (grp == "all" or _group(r) == grp)]
+            n_scans = len({(r["kind"], r["seed"], r.get("calibration")) for r in sel})
             for m in METHODS + ITERATIVE_METHODS:
                 rs = [r for r in sel if r["method"] == m]
                 if not rs:
@@ -173,10 +196,46 @@ def format_table(result: dict[str, Any]) -> str:
                 pp = [r["proj_psnr"] for r in rs if "proj_psnr" in r]
                 pp_s = f"{np.mean(pp):.2f}" if pp else "—"
                 lines.append(
-                    f"| {f}× | {grp} ({n_scans}) | {m} | {pp_s} | {np.mean([r['psnr'] for r in rs]):.2f} | "
+                    f"| {f} | {grp} ({n_scans}) | {m} | {pp_s} | {np.mean([r['psnr'] for r in rs]):.2f} | "
                     f"{np.mean([r['ssim'] for r in rs]):.4f} | {np.mean([r['rmse'] for r in rs]):.5f} |"
                 )
     return "\n".join(lines)
+
+
+def evaluate_rtk(
+    heldout: HeldoutConfig,
+    *,
+    flow_weights: str | pathlib.Path,
+    restore_weights: str | pathlib.Path,
+    device: torch.device | str = "cpu",
+    cache_dir: str | pathlib.Path | None = None,
+) -> dict[str, Any]:
+    """The RTK-projected held-out set (:mod:`cbct.bbc.heldout`): every anatomy × calibration × pattern, completed to
+    the stated dense angles; rows as :func:`evaluate` with ``pattern`` and ``calibration``."""
+    dev = torch.device(device)
+    scan = heldout.scan
+    geom = scan.geometry()
+    flow = load_completion(flow_weights, device=dev)
+    rest = load_restoration(restore_weights, device=dev)
+    mask = fov_mask(scan.volume_shape[1:], scan.voxel_size, 0.95 * scan.fov_radius())
+    rows: list[dict[str, Any]] = []
+    scans = []
+    t_start = time.perf_counter()
+    for n, entry in enumerate(heldout.anatomy):
+        for cal in heldout.calibrations:
+            full = rtk_scan(entry, scan, cal, heldout.i0, seed=n, cache_dir=cache_dir)
+            ref = np.asarray(fdk(full, geom), np.float32)
+            scans.append(f"{entry['kind']} ×{cal:g}")
+            for pat in heldout.patterns:
+                keep = pattern_indices(pat, scan.n_views, seed=n)
+                sp, sg, _ = sparse_views(full, geom, keep=keep)
+                base = {"kind": entry["kind"], "seed": n, "calibration": cal, "pattern": pat.name,
+                        "factor": scan.n_views / keep.size}
+                rows += compare_methods(full, geom, sp, sg, flow=flow, rest=rest, ref=ref, mask=mask, device=dev,
+                                        base=base)
+    return {"rows": rows, "scans": scans, "seconds": time.perf_counter() - t_start,
+            "heldout": {"set": "rtk", "scan": dataclasses.asdict(scan), "i0": heldout.i0,
+                        "calibrations": list(heldout.calibrations)}}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -187,6 +246,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--restore-weights", help="restoration weights (default: the config's)")
     p.add_argument("--device", default="cpu", help="torch device (cpu, cuda, auto)")
     p.add_argument("--out", help="write the table (Markdown) here and the per-scan rows next to it as .json")
+    p.add_argument("--heldout", choices=("sim", "rtk"), default="sim",
+                   help="held-out set: sim (the config's data.eval, cbct's projector, objects inside the FOV) or rtk "
+                        "(real anatomy wider than the FOV, projected by RTK, several calibrations and patterns)")
+    p.add_argument("--heldout-config", default="configs/bbc_heldout_rtk.yaml", help="settings of the rtk set")
     p.add_argument("--iterative", action="store_true",
                    help="also report OS-SART and FISTA-TV (cbct.iterative) on the kept views")
     p.add_argument("--throughput", action="store_true",
@@ -205,8 +268,14 @@ def main(argv: list[str] | None = None) -> int:
     dev = resolve_device(args.device)
     if dev.type == "cpu":
         torch.set_num_threads(int(cfg["threads"]))
-    result = evaluate(cfg, factors=tuple(args.factors), flow_weights=args.flow_weights,
-                      restore_weights=args.restore_weights, device=dev, iterative=args.iterative)
+    if args.heldout == "rtk":
+        result = evaluate_rtk(load_heldout_config(resolve_path(args.heldout_config)),
+                              flow_weights=resolve_path(args.flow_weights or cfg["weights"]["completion"]),
+                              restore_weights=resolve_path(args.restore_weights or cfg["weights"]["restoration"]),
+                              device=dev, cache_dir=resolve_path(cfg["cache_dir"]))
+    else:
+        result = evaluate(cfg, factors=tuple(args.factors), flow_weights=args.flow_weights,
+                          restore_weights=args.restore_weights, device=dev, iterative=args.iterative)
     table = format_table(result)
     text = [table, "", f"held-out scans: {', '.join(result['scans'])}; {result['seconds']:.0f} s on "
             f"{'CUDA ' + torch.cuda.get_device_name(dev) if dev.type == 'cuda' else 'CPU (' + (platform.processor() or platform.machine()) + ')'}"]
@@ -225,8 +294,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.out:
         path = pathlib.Path(args.out)
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(out + "\n")
-        path.with_suffix(".json").write_text(json.dumps(result, indent=1, default=float))
+        write_text_atomic(path, out + "\n")
+        write_text_atomic(path.with_suffix(".json"), json.dumps(result, indent=1, default=float))
     return 0
 
 

@@ -33,16 +33,12 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
-import time
-from collections.abc import Callable
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from cbct._checks import check_fields
-from cbct.angles import CompletionPlan
 
 log = logging.getLogger(__name__)
 
@@ -50,8 +46,6 @@ __all__ = [
     "FlowCompletionConfig",
     "FlowCompletionNet",
     "backward_warp",
-    "complete_views",
-    "measure_throughput",
 ]
 
 
@@ -72,6 +66,10 @@ class FlowCompletionConfig:
         gate: the fusion U-Net also predicts a per-pixel gate ``g`` in [0, 1] between linear interpolation
             (``g = 0``) and the flow-based fusion (``g = 1``), for pixels that no single motion explains (layers at
             different depths move differently between views).
+        residual: the output is linear interpolation plus a learned correction,
+            ``lin + g (blend - lin) + t (1 - t) R`` with the gate ``g = clamp(x, 0, 1)`` of a head output ``x``
+            (not a sigmoid): a fusion head that outputs zero (no flow corrections, no gate, no residual) gives
+            linear interpolation exactly, whatever the flows. Needs ``gate``.
     """
 
     channels: tuple[int, int, int] = (16, 32, 48)
@@ -83,6 +81,7 @@ class FlowCompletionConfig:
     min_scale: float = 0.1
     corr_stride: int = 8
     gate: bool = False
+    residual: bool = False
 
     def __post_init__(self) -> None:
         if len(self.channels) != 3 or min(self.channels) < 1:
@@ -97,6 +96,8 @@ class FlowCompletionConfig:
             raise ValueError(f"min_scale must be positive, got {self.min_scale}")
         if self.corr_stride not in (4, 8):
             raise ValueError(f"corr_stride must be 4 or 8, got {self.corr_stride}")
+        if self.residual and not self.gate:
+            raise ValueError("residual needs gate (the correction to linear interpolation is gated)")
 
     @classmethod
     def from_dict(cls, d: dict) -> FlowCompletionConfig:
@@ -272,6 +273,9 @@ class FlowCompletionNet(nn.Module):
         corr_channels = cfg.corr_levels * (2 * cfg.corr_radius + 1) ** 2
         self.update = _UpdateBlock(corr_channels, cfg.hidden, cfg.hidden)
         self.fusion = _FusionUNet(9, cfg.refine_channels, 7 if cfg.gate else 6)
+        if cfg.residual:  # the clamped gate starts half open (its zero is exact linear interpolation)
+            with torch.no_grad():
+                self.fusion.out.bias[6] = 0.5
 
     # ------------------------------------------------------------------ pieces
     def _normalise(self, a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, tuple[int, int]]:
@@ -333,11 +337,14 @@ class FlowCompletionNet(nn.Module):
         residual = tt * (1 - tt) * out[:, 5:6]
         wa, wb = backward_warp(a, flow_ta), backward_warp(b, flow_tb)
         ka, kb = (1 - tt) * mask, tt * (1 - mask)
-        blend = (ka * wa + kb * wb) / (ka + kb)
+        fused = (ka * wa + kb * wb) / (ka + kb)
+        blend = fused
         if self.config.gate:
-            gate = torch.sigmoid(out[:, 6:7])
-            blend = (1 - gate) * ((1 - tt) * a + tt * b) + gate * blend
-        return {"view": blend + residual, "blend": blend, "flow_ta": flow_ta, "flow_tb": flow_tb, "mask": mask, "residual": residual}
+            gate = out[:, 6:7].clamp(0.0, 1.0) if self.config.residual else torch.sigmoid(out[:, 6:7])
+            blend = (1 - gate) * ((1 - tt) * a + tt * b) + gate * fused
+        # with residual, "blend" is the flow-based fusion before the gate (what the auxiliary loss trains)
+        return {"view": blend + residual, "blend": fused if self.config.residual else blend, "flow_ta": flow_ta,
+                "flow_tb": flow_tb, "mask": mask, "residual": residual}
 
     # ------------------------------------------------------------------ API
     def forward(self, view_a: torch.Tensor, view_b: torch.Tensor, t: torch.Tensor | float) -> dict[str, torch.Tensor]:
@@ -371,106 +378,3 @@ class FlowCompletionNet(nn.Module):
         flow_ab, flow_ba = self.estimate_flows(a, b)
         out = self.synthesise(a[pair_of], b[pair_of], flow_ab[pair_of], flow_ba[pair_of], t)["view"]
         return out[..., :h, :w] * scale[pair_of][:, None, None, None]
-
-
-def _to_torch(x, device: torch.device) -> torch.Tensor:
-    if isinstance(x, torch.Tensor):
-        return x.to(device=device, dtype=torch.float32)
-    if type(x).__module__.split(".")[0] == "cupy":
-        return torch.from_dlpack(x).to(device=device, dtype=torch.float32)
-    return torch.as_tensor(np.asarray(x, dtype=np.float32), device=device)
-
-
-def complete_views(
-    model: FlowCompletionNet,
-    projections,
-    plan: CompletionPlan,
-    *,
-    pairs_per_batch: int = 8,
-    device: str | torch.device | None = None,
-    amp: bool | None = None,
-) -> np.ndarray:
-    """Dense projections for ``plan``: acquired views copied, missing ones synthesised by ``model``.
-
-    Args:
-        model: the completion network.
-        projections: (n_acquired, nv, nu) float32 sparse projections (NumPy, CuPy or torch).
-        plan: from :func:`cbct.angles.plan_completion` for the sparse geometry.
-        pairs_per_batch: acquired-view pairs processed together (flows once per pair, then all its missing views).
-        device: torch device (default: the model's).
-        amp: half-precision autocast (default: on CUDA only).
-
-    Returns:
-        (n_dense, nv, nu) float32 NumPy array.
-    """
-    if pairs_per_batch < 1:
-        raise ValueError(f"pairs_per_batch must be positive, got {pairs_per_batch}")
-    dev = torch.device(device) if device is not None else next(model.parameters()).device
-    model = model.to(dev).eval()
-    use_amp = (dev.type == "cuda") if amp is None else bool(amp)
-    p = _to_torch(projections, dev)
-    if p.ndim != 3:
-        raise ValueError(f"projections must be (n_views, nv, nu), got shape {tuple(p.shape)}")
-    n_acq = int(max(plan.prev.max(), plan.next.max())) + 1
-    if p.shape[0] < n_acq:
-        raise ValueError(f"projections has {p.shape[0]} views but the plan refers to view {n_acq - 1}")
-    out = torch.empty((plan.t.size, *p.shape[1:]), dtype=torch.float32, device=dev)
-    acq = np.flatnonzero(plan.acquired)
-    out[torch.as_tensor(acq, device=dev)] = p[torch.as_tensor(plan.prev[acq], device=dev)]
-    missing = plan.missing
-    pairs, inverse = np.unique(np.stack([plan.prev[missing], plan.next[missing]], axis=1), axis=0, return_inverse=True)
-    inverse = inverse.reshape(-1)
-    with torch.no_grad(), torch.autocast(device_type=dev.type, dtype=torch.float16 if dev.type == "cuda" else torch.bfloat16, enabled=use_amp):
-        for start in range(0, len(pairs), pairs_per_batch):
-            sel_pairs = np.arange(start, min(start + pairs_per_batch, len(pairs)))
-            views = np.flatnonzero((inverse >= sel_pairs[0]) & (inverse <= sel_pairs[-1]))
-            pa = torch.as_tensor(pairs[sel_pairs, 0], device=dev)
-            pb = torch.as_tensor(pairs[sel_pairs, 1], device=dev)
-            pair_of = torch.as_tensor(inverse[views] - sel_pairs[0], device=dev)
-            t = torch.as_tensor(plan.t[missing[views]], device=dev, dtype=torch.float32)
-            synth = model.complete_pairs(p[pa][:, None], p[pb][:, None], pair_of, t)
-            out[torch.as_tensor(missing[views], device=dev)] = synth[:, 0].float()
-    return out.cpu().numpy()
-
-
-def measure_throughput(
-    model: FlowCompletionNet,
-    *,
-    detector_shape: tuple[int, int] = (128, 128),
-    n_acquired: int = 45,
-    factor: int = 8,
-    pairs_per_batch: int = 8,
-    device: str | torch.device = "cpu",
-    amp: bool | None = None,
-    repeats: int = 3,
-    clock: Callable[[], float] = time.perf_counter,
-) -> dict[str, float]:
-    """Synthesised views per second for a full-circle scan of ``n_acquired`` views completed ``factor`` times.
-
-    Times :func:`complete_views` (host-to-device copy and result back to the host included) after one warm-up
-    run; on CUDA the device is synchronised. Returns ``{"views_per_s", "seconds", "views", "pixels"}`` with the
-    median time of ``repeats`` runs.
-    """
-    from cbct.angles import plan_completion
-    from cbct.geometry import ConeGeometry
-
-    nv, nu = detector_shape
-    geom = ConeGeometry.circular(dso=500.0, dsd=750.0, detector_shape=(nv, nu), detector_pixel_size=1.0,
-                                 volume_shape=8, voxel_size=1.0, n_views=n_acquired)
-    plan = plan_completion(geom, factor=factor)
-    gen = np.random.default_rng(0)
-    proj = gen.random((n_acquired, nv, nu), dtype=np.float32) + 1.0
-    dev = torch.device(device)
-    complete_views(model, proj, plan, pairs_per_batch=pairs_per_batch, device=dev, amp=amp)
-    times = []
-    for _ in range(repeats):
-        if dev.type == "cuda":
-            torch.cuda.synchronize(dev)
-        t0 = clock()
-        complete_views(model, proj, plan, pairs_per_batch=pairs_per_batch, device=dev, amp=amp)
-        if dev.type == "cuda":
-            torch.cuda.synchronize(dev)
-        times.append(clock() - t0)
-    sec = float(np.median(times))
-    n = int(plan.missing.size)
-    return {"views_per_s": n / sec, "seconds": sec, "views": float(n), "pixels": float(nv * nu)}

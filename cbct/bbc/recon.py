@@ -11,7 +11,8 @@ import torch
 
 from cbct._checks import check_array, check_geometry
 from cbct.angles import plan_completion
-from cbct.bbc.model import FlowCompletionNet, complete_views
+from cbct.bbc.inference import complete_views
+from cbct.bbc.model import FlowCompletionNet
 from cbct.bbc.restoration import RestorationNet, restore_volume
 from cbct.fdk import fdk
 from cbct.geometry import ConeGeometry
@@ -40,7 +41,8 @@ def complete_scan(
     full_circle: bool | None = None,
     device: str | torch.device | None = None,
     pairs_per_batch: int = 8,
-) -> tuple[np.ndarray, ConeGeometry]:
+    as_numpy: bool = True,
+) -> tuple[Any, ConeGeometry]:
     """Synthesise the missing views of a sparse scan with the completion network.
 
     Args:
@@ -53,7 +55,8 @@ def complete_scan(
         device: torch device for the network (default: the model's).
 
     Returns:
-        ``(dense_projections, dense_geometry)``: (n_dense, nv, nu) float32 NumPy array and its geometry.
+        ``(dense_projections, dense_geometry)``: (n_dense, nv, nu) float32 NumPy array (``as_numpy=False``: a torch
+        tensor on the network's device) and its geometry.
     """
     geom = check_geometry(geom)
     if not isinstance(projections, torch.Tensor):
@@ -61,7 +64,7 @@ def complete_scan(
     elif tuple(projections.shape) != geom.projection_shape:
         raise ValueError(f"projections must have shape {geom.projection_shape}, got {tuple(projections.shape)}")
     plan = plan_completion(geom, factor=factor, angles=angles, target=target, full_circle=full_circle)
-    dense = complete_views(model, projections, plan, device=device, pairs_per_batch=pairs_per_batch)
+    dense = complete_views(model, projections, plan, device=device, pairs_per_batch=pairs_per_batch, as_numpy=as_numpy)
     log.info("completed %d -> %d views (%d synthesised)", geom.n_views, plan.geometry.n_views, plan.missing.size)
     return dense, plan.geometry
 
@@ -82,11 +85,18 @@ def bbc_recon(
     :func:`complete_scan`), FDK of the completed scan, restoration.
 
     Returns a dict with ``"projections"`` (dense), ``"geometry"`` (dense), ``"fdk"`` (FDK of the completed scan,
-    (z, y, x) mm⁻¹) and ``"volume"`` (restored, or the FDK when ``restoration`` is ``None``).
+    (z, y, x) mm⁻¹) and ``"volume"`` (restored, or the FDK when ``restoration`` is ``None``), as NumPy arrays. On a
+    CUDA device the completed views go to the GPU FDK and its volume to the restoration without leaving the device
+    (DLPack); only the returned arrays are copied to the host.
     """
+    dev = torch.device(device) if device is not None else next(completion.parameters()).device
+    on_gpu = dev.type == "cuda"
     dense, dense_geom = complete_scan(completion, projections, geom, factor=factor, angles=angles, target=target,
-                                     device=device)
+                                     device=dev, as_numpy=not on_gpu)
+    if on_gpu:
+        import cupy
+
+        dense = cupy.from_dlpack(dense)
     vol = fdk(dense, dense_geom, **(fdk_kwargs or {}))
-    out = {"projections": dense, "geometry": dense_geom, "fdk": _host(vol)}
-    out["volume"] = restore_volume(restoration, out["fdk"], device=device) if restoration is not None else out["fdk"]
-    return out
+    restored = restore_volume(restoration, vol, device=dev, as_numpy=False) if restoration is not None else vol
+    return {"projections": _host(dense), "geometry": dense_geom, "fdk": _host(vol), "volume": _host(restored)}

@@ -24,13 +24,14 @@ def _is_cupy(x: Any) -> bool:
     return type(x).__module__.split(".")[0] == "cupy"
 
 
-def _like(result: np.ndarray, original: Any):
-    """``result`` on the device of ``original`` (CuPy stays CuPy)."""
+def _like(result, original: Any):
+    """``result`` (a torch tensor on the device, or NumPy) like ``original``: CuPy through DLPack (no host copy),
+    else NumPy."""
     if _is_cupy(original):
         import cupy
 
-        return cupy.asarray(result)
-    return result
+        return cupy.from_dlpack(result) if not isinstance(result, np.ndarray) else cupy.asarray(result)
+    return result if isinstance(result, np.ndarray) else result.cpu().numpy()
 
 
 def _device(device: str | None, data: Any) -> str:
@@ -69,7 +70,7 @@ def completion_stage(
     Raises:
         ValueError: no target, or a target that does not hold every acquired view angle.
     """
-    from cbct.bbc.model import complete_views
+    from cbct.bbc.inference import complete_views
     from cbct.bbc.weights import load_completion
 
     unknown = set(kw) - {"full_circle", "pairs_per_batch"}
@@ -99,7 +100,8 @@ def completion_stage(
         raise ValueError(f"completion_stage cannot complete scan '{state.metadata.get('id', 'scan')}' to its "
                          f"{source}: {exc}") from None
     model = load_completion(weights, device=dev)
-    dense = complete_views(model, state.projections, plan, device=dev, pairs_per_batch=int(kw.get("pairs_per_batch", 8)))
+    dense = complete_views(model, state.projections, plan, device=dev, pairs_per_batch=int(kw.get("pairs_per_batch", 8)),
+                           as_numpy=not _is_cupy(state.projections))
     seconds = time.perf_counter() - t0
     info = {"acquired": state.geometry.n_views, "dense": plan.geometry.n_views, "synthesised": int(plan.missing.size),
             "seconds": seconds, "weights": str(weights or "shipped")}
@@ -138,7 +140,7 @@ def restoration_stage(
     dev = _device(device, state.volume)
     t0 = time.perf_counter()
     net = load_restoration(weights, device=dev)
-    out = restore_volume(net, state.volume, batch=int(kw.get("batch", 8)), device=dev)
+    out = restore_volume(net, state.volume, batch=int(kw.get("batch", 8)), device=dev, as_numpy=not _is_cupy(state.volume))
     seconds = time.perf_counter() - t0
     log.info("restoration: %s volume in %.2f s", out.shape, seconds)
     extras = {**state.extras, "bbc_restoration": {"seconds": seconds, "weights": str(weights or "shipped")}}

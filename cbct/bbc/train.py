@@ -26,7 +26,8 @@ from scipy import ndimage
 
 from cbct.bbc.data import ScanConfig, TripletSampler, load_sequences, noisy
 from cbct.bbc.model import FlowCompletionConfig, FlowCompletionNet
-from cbct.bbc.restoration import RestorationConfig, RestorationNet, slice_stack
+from cbct.bbc.restoration import RestorationConfig, RestorationNet
+from cbct.bbc.slices import SliceSampler, fov_mask
 from cbct.bbc.weights import load_completion, save_weights
 
 log = logging.getLogger(__name__)
@@ -40,7 +41,7 @@ DEFAULTS: dict[str, Any] = {
     "out_dir": ".cache/bbc/run",
     "cache_dir": ".cache/bbc",
     "scan": {},
-    "noise": {"i0_range": [5.0e4, 5.0e5], "eval_i0": 2.0e5},
+    "noise": {"i0_range": [5.0e4, 5.0e5], "eval_i0": 2.0e5, "scale_range": [1.0, 1.0]},  # scale: calibration factor
     "data": {
         "train": [{"kind": "dental_ellipsoids", "seeds": [0, 24]}, {"kind": "tigre_head", "seeds": [0, 8]}],
         "val": [{"kind": "dental_ellipsoids", "seeds": [500, 502]}],
@@ -48,6 +49,7 @@ DEFAULTS: dict[str, Any] = {
     },
     "completion": {
         "model": {},
+        "init": None,  # weights to start from (fine-tuning), when no checkpoint exists
         "steps": 3000,
         "batch": 8,
         "crop": [64, 64],
@@ -267,8 +269,12 @@ def train_completion(cfg: dict, *, resume: bool = True) -> pathlib.Path:
     val = validation_set(cfg, scan, cache_dir)
     log.info("completion data: %d sequences of %s, %.1f s", len(seqs), seqs[0].shape, time.perf_counter() - t_data)
     sampler = TripletSampler(seqs, crop=tuple(cc["crop"]), gap_range=tuple(cc["gap_range"]),
-                             i0_range=tuple(cfg["noise"]["i0_range"]), rng=np.random.default_rng([seed, 1]))
+                             i0_range=tuple(cfg["noise"]["i0_range"]), scale_range=tuple(cfg["noise"]["scale_range"]),
+                             rng=np.random.default_rng([seed, 1]))
     model = FlowCompletionNet(FlowCompletionConfig.from_dict(cc["model"])).to(dev)
+    if cc["init"] and not (resume and (out_dir / "completion_ckpt.pt").exists()):
+        model.load_state_dict(load_completion(resolve_path(cc["init"])).state_dict())
+        log.info("completion starts from %s", cc["init"])
     opt, use_amp, amp_dtype, scaler = _optimizer(model, cc, dev)
     ckpt = out_dir / "completion_ckpt.pt"
     step, elapsed, history = 0, 0.0, []
@@ -323,8 +329,9 @@ def restoration_volumes(cfg: dict, completion_path: pathlib.Path, dev: torch.dev
     """(input, target) volume pairs: FDK of the network-completed noisy sparse scans, FDK of the clean full scans.
 
     Cached by scan, completion weights and sources. ``restoration.sequences`` training sequences, evenly spread over
-    the training list (every source represented), are used, each at every factor of ``restoration.factors`` with a
-    seeded first kept view and noise; with ``restoration.blur_sigma_max > 0`` each clean sequence is first blurred
+    the training list (every source represented; sources with their own ``scan`` are skipped), are used, each times
+    an attenuation calibration drawn log-uniformly in ``noise.scale_range``, at every factor of
+    ``restoration.factors`` with a seeded first kept view and noise; with ``restoration.blur_sigma_max > 0`` each clean sequence is first blurred
     on the detector by a Gaussian of random width up to that many pixels (smoother anatomy than the phantoms).
     """
     from cbct.bbc.recon import complete_scan
@@ -335,7 +342,8 @@ def restoration_volumes(cfg: dict, completion_path: pathlib.Path, dev: torch.dev
     scan = ScanConfig.from_dict(cfg["scan"])
     geom = scan.geometry()
     cache_dir = resolve_path(cfg["cache_dir"])
-    all_seqs = load_sequences(scan, cfg["data"]["train"], cache_dir=cache_dir)
+    sources = [src for src in cfg["data"]["train"] if "scan" not in src]  # the volumes share the config's grid
+    all_seqs = load_sequences(scan, sources, cache_dir=cache_dir)
     # evenly spread over the training list, so every source (phantoms and anatomy) is represented
     pick = np.unique(np.round(np.linspace(0, len(all_seqs) - 1, min(int(rc["sequences"]), len(all_seqs)))).astype(int))
     seqs = [all_seqs[i] for i in pick]
@@ -354,6 +362,7 @@ def restoration_volumes(cfg: dict, completion_path: pathlib.Path, dev: torch.dev
         if blur_max > 0:  # anatomy smoother than the phantoms' sharp edges (a blurred volume projects to blurred views)
             sigma = float(g.uniform(0.0, blur_max))
             seq = ndimage.gaussian_filter(seq, (0.0, sigma, sigma)).astype(np.float32) if sigma > 0.05 else seq
+        seq = seq * np.float32(np.exp(g.uniform(*np.log(cfg["noise"]["scale_range"]))))  # attenuation calibration
         target = np.asarray(fdk(seq, geom), np.float32)
         for f in rc["factors"]:
             i0 = float(np.exp(g.uniform(np.log(lo), np.log(hi))))
@@ -369,48 +378,12 @@ def restoration_volumes(cfg: dict, completion_path: pathlib.Path, dev: torch.dev
     return pairs
 
 
-def fov_mask(shape: tuple[int, int], voxel_size: float, radius: float) -> np.ndarray:
-    """(y, x) bool disc of ``radius`` mm about the grid centre."""
-    ny, nx = shape
-    yy = (np.arange(ny) - (ny - 1) / 2) * voxel_size
-    xx = (np.arange(nx) - (nx - 1) / 2) * voxel_size
-    return (yy[:, None] ** 2 + xx[None, :] ** 2) <= radius**2
-
-
-class SliceSampler:
-    """Random 2.5D crops (input stacks, target centre slices, FOV masks) from volume pairs, with flips and 90° turns."""
-
-    def __init__(self, pairs, *, context: int, crop: tuple[int, int], mask: np.ndarray, rng: np.random.Generator) -> None:
-        self.pairs, self.context, self.crop, self.mask, self.rng = pairs, context, crop, mask, rng
-
-    def sample(self, batch: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        g = self.rng
-        h, w = self.crop
-        xs = np.empty((batch, self.context, h, w), np.float32)
-        ys = np.empty((batch, 1, h, w), np.float32)
-        ms = np.empty((batch, 1, h, w), np.float32)
-        for n in range(batch):
-            x, y = self.pairs[int(g.integers(len(self.pairs)))]
-            nz, ny, nx = x.shape
-            k = int(g.integers(nz))
-            y0, x0 = int(g.integers(ny - h + 1)), int(g.integers(nx - w + 1))
-            win = (slice(y0, y0 + h), slice(x0, x0 + w))
-            xi = slice_stack(x, np.array([k]), self.context)[0][(slice(None), *win)]
-            yi = y[k][win][None]
-            mi = self.mask[win][None].astype(np.float32)
-            turns = int(g.integers(4))
-            flip = g.random() < 0.5
-            xi, yi, mi = (np.rot90(v, turns, axes=(1, 2)) for v in (xi, yi, mi))
-            if flip:
-                xi, yi, mi = (v[:, :, ::-1] for v in (xi, yi, mi))
-            xs[n], ys[n], ms[n] = xi, yi, mi
-        return xs, ys, ms
-
-
-def restoration_loss(net: RestorationNet, x, y, m) -> torch.Tensor:
-    """Charbonnier loss inside the field of view, in units of ``net.config.scale``."""
-    out = net(x).float()
-    d = (out - y) / net.config.scale
+def restoration_loss(net: RestorationNet, x, y, m, scale) -> torch.Tensor:
+    """Charbonnier loss inside the field of view, in units of the network's scale (``config.scale`` or each input
+    volume's ``scale`` (B,))."""
+    s = net.config.scale if net.config.normalise == "fixed" else scale.reshape(-1, 1, 1, 1)
+    out = net(x, None if net.config.normalise == "fixed" else scale).float()
+    d = (out - y) / s
     return (torch.sqrt(d * d + 1e-6) * m).sum() / m.sum().clamp_min(1.0)
 
 
@@ -465,9 +438,9 @@ def train_restoration(cfg: dict, *, resume: bool = True) -> pathlib.Path:
     while step < total:
         for group in opt.param_groups:
             group["lr"] = _lr_at(step, total, int(rc["warmup"]), float(rc["lr"]))
-        x, y, m = (torch.from_numpy(v).to(dev) for v in sampler.sample(int(rc["batch"])))
+        x, y, m, sc = (torch.from_numpy(v).to(dev) for v in sampler.sample(int(rc["batch"])))
         with torch.autocast(device_type=dev.type, dtype=amp_dtype, enabled=use_amp):
-            loss = restoration_loss(net, x, y, m)
+            loss = restoration_loss(net, x, y, m, sc)
         opt.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         scaler.unscale_(opt)
