@@ -32,7 +32,7 @@ PIPELINE = {"name": "fdk_h5", "stages": [{"stage": "preprocess"}, {"stage": "fdk
 
 
 def make_inputs(folder: pathlib.Path, n: int, size: int, views: int) -> tuple[pathlib.Path, pathlib.Path]:
-    from cbct.commands.simulate import simulate_scan
+    from cbct.simulation.scans import simulate_scan
 
     scans = []
     for i in range(n):

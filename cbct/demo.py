@@ -7,33 +7,13 @@ import pathlib
 import time
 from typing import Any
 
-import numpy as np
 
 from cbct.fdk import fdk
-from cbct.geometry import ConeGeometry, VolumeGrid
 from cbct.operators import project
 from cbct.simulation.noise import add_noise
+from cbct.simulation.scans import scan_geometry
 
 log = logging.getLogger(__name__)
-
-DSO_MM = 500.0  # source to rotation axis, typical of dental CBCT
-DSD_MM = 700.0  # source to detector
-
-
-def dental_scan_geometry(grid: VolumeGrid, n_views: int = 360) -> ConeGeometry:
-    """A full-circle dental scan whose detector covers all of ``grid`` (5 % margin); pixels ~ magnified voxels."""
-    radius = float(np.hypot(grid.size[1], grid.size[2]) / 2 + np.hypot(grid.offset[1], grid.offset[2]))
-    half_height = grid.size[0] / 2 + abs(grid.offset[0])
-    if radius >= DSO_MM:
-        raise ValueError(f"the volume (radius {radius:.1f} mm) does not fit inside the {DSO_MM} mm orbit")
-    width = 1.05 * 2 * DSD_MM * radius / np.sqrt(DSO_MM**2 - radius**2)
-    height = 1.05 * 2 * half_height * DSD_MM / (DSO_MM - radius)
-    pixel = DSD_MM / DSO_MM * min(grid.voxel_size)
-    detector = (int(np.ceil(height / pixel)), int(np.ceil(width / pixel)))
-    return ConeGeometry.circular(
-        dso=DSO_MM, dsd=DSD_MM, detector_shape=detector, detector_pixel_size=pixel,
-        volume_shape=grid.shape, voxel_size=grid.voxel_size, volume_offset=grid.offset, n_views=n_views,
-    )
 
 
 def run_demo(out_dir: pathlib.Path, *, size: int = 64, seed: int = 0, n_views: int = 360, i0: float = 2e5) -> dict[str, Any]:
@@ -55,7 +35,7 @@ def run_demo(out_dir: pathlib.Path, *, size: int = 64, seed: int = 0, n_views: i
     t0 = time.perf_counter()
     grid = dental_phantom_grid(size)
     truth = dental_phantom(grid, rng=seed)
-    geom = dental_scan_geometry(grid, n_views)
+    geom = scan_geometry(grid, n_views=n_views)
     timings["phantom"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()

@@ -3,7 +3,8 @@
 import numpy as np
 from PIL import Image
 
-from cbct.demo import dental_scan_geometry, run_demo
+from cbct.demo import run_demo
+from cbct.simulation.scans import scan_geometry
 from cbct.io import read_volume
 from cbct.phantoms.dental import dental_phantom_grid
 
@@ -21,7 +22,7 @@ def test_demo_reconstructs_the_dental_phantom(tmp_path):
 
 def test_demo_detector_covers_the_volume():
     grid = dental_phantom_grid(64)
-    geom = dental_scan_geometry(grid, n_views=8)
+    geom = scan_geometry(grid, n_views=8)
     corners = np.array([[x, y, z, 1.0] for x in (0, 63) for y in (0, 63) for z in (0, 63)]) @ grid.index_to_world().T
     nv, nu = geom.detector_shape
     for mat in geom.projection_matrices():

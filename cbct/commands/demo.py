@@ -30,14 +30,14 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 def check_demo_memory(size: int, n_views: int = DEMO_VIEWS) -> None:
     """Refuse a demo ``size`` that is not a whole number >= 16 or whose simulation and FDK do not fit in memory."""
-    from cbct.demo import dental_scan_geometry
+    from cbct.simulation.scans import scan_geometry
     from cbct.memory import check_memory, fdk_bytes, simulation_bytes
     from cbct.phantoms.dental import dental_phantom_grid
 
     if isinstance(size, bool) or not isinstance(size, int) or size < 16:
         raise ValueError(f"--size must be a whole number of at least 16 voxels, got {size!r}")
     grid = dental_phantom_grid(size)
-    geom = dental_scan_geometry(grid, n_views)
+    geom = scan_geometry(grid, n_views=n_views)
     need = simulation_bytes(grid.shape, n_views, geom.detector_shape) + fdk_bytes(grid.shape, n_views, geom.detector_shape)
     check_memory(need, f"the demo at --size {size} ({size}^3 voxels, {n_views} views of {geom.detector_shape[0]} x "
                        f"{geom.detector_shape[1]} pixels, simulated and reconstructed)")

@@ -102,7 +102,7 @@ def run(args: argparse.Namespace) -> int:
         scan = Scan.read(args.scan)
         desc = f"{args.scan} ({scan.geometry.n_views} views, volume {scan.geometry.volume.shape})"
     else:
-        from cbct.commands.simulate import simulate_scan
+        from cbct.simulation.scans import simulate_scan
 
         scan = simulate_scan(phantom="shepp-logan", size=args.size, views=args.views, id="profile")
         desc = f"simulated Shepp-Logan ({args.views} views of {scan.geometry.detector_shape}, volume {args.size}^3)"

@@ -1,7 +1,7 @@
 """Data manifests: lists of scans to process (``data_manifests/*.yaml``, schema ``data_manifests/schema.yaml``).
 
 Each entry has an ``id`` and either a ``path`` (read with :func:`cbct.io.read_scan`, ``format`` and reader
-``options``) or a ``simulate`` mapping (:func:`cbct.commands.simulate.simulate_scan` arguments; a ``volume`` path
+``options``) or a ``simulate`` mapping (:func:`cbct.simulation.scans.simulate_scan` arguments; a ``volume`` path
 in it is relative to the manifest). Optional: ``geometry`` (replaces the file's; inline mapping or a YAML file, see
 :func:`cbct.io.geometry_io.geometry_from_dict`), ``volume`` (reconstruction grid), ``sha256`` (verified before
 reading), ``provenance`` (source, license, ...). Relative paths are relative to the manifest file.
@@ -21,9 +21,13 @@ import pathlib
 from collections.abc import Mapping
 from typing import Any
 
+from cbct.io import read_scan
 from cbct.io.errors import FormatError
+from cbct.io.geometry_io import geometry_from_dict, grid_from_dict
 from cbct.pipeline.schema import SchemaError, join_path, validate
 from cbct.pipeline.spec import builtin_dir, load_yaml
+from cbct.scan import ScanError
+from cbct.simulation.scans import simulate_scan
 
 __all__ = ["Manifest", "ManifestEntry", "load_manifest", "builtin_manifests", "sha256_file", "ChecksumError",
            "OutsideRootError", "SIMULATE_SCHEMA", "GEOMETRY_SCHEMAS"]
@@ -141,17 +145,11 @@ class ManifestEntry:
 
     def load(self):
         """Verify and read (or simulate) the scan; geometry/volume overrides and provenance applied."""
-        from cbct.io import read_scan
-        from cbct.io.geometry_io import geometry_from_dict, grid_from_dict
-        from cbct.scan import ScanError
-
         self.verify()
         if self.path is not None:
             options = dict(self.options)
             scan = read_scan(self.path, format=self.format, **options)
         else:
-            from cbct.commands.simulate import simulate_scan
-
             spec = dict(self.simulate or {})
             if isinstance(spec.get("volume"), str):
                 spec["volume"] = _resolve(self.base_dir, spec["volume"])
