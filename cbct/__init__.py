@@ -6,8 +6,8 @@ from cbct.operators import backproject, project, segmented_backproject
 from cbct.pipeline import Pipeline, PipelineResult, Stage, load_pipeline, run_pipeline
 from cbct.scan import Scan
 from cbct.batch import run_batch
+from cbct.version import __version__
 
-__version__ = "0.1.0"
 __all__ = [
     "ConeGeometry", "VolumeGrid", "project", "backproject", "segmented_backproject", "fdk", "fdk_filter",
     "Scan", "Pipeline", "Stage", "PipelineResult", "load_pipeline", "run_pipeline",

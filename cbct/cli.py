@@ -23,7 +23,7 @@ Start here:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from cbct import __version__
+    from cbct.version import __version__
     from cbct.commands import demo, info, profile, run, simulate, train
 
     parser = argparse.ArgumentParser(prog="cbct", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -32,6 +32,9 @@ import tracemalloc
 from collections.abc import Iterator
 from typing import Any
 
+from cbct.io.atomic import atomic_path, write_text_atomic
+from cbct.version import __version__
+
 log = logging.getLogger(__name__)
 
 __all__ = ["Profiler", "StageRecord", "ProfileReport", "nvtx_range", "cupy_gpu_available", "max_rss_bytes", "device_info"]
@@ -191,8 +194,6 @@ class Profiler:
         self._total = time.perf_counter() - self._t0
         if self._torch_prof is not None:
             self._torch_prof.__exit__(*exc_info)
-            from cbct.io.atomic import atomic_path
-
             with atomic_path(self.trace_path) as tmp:
                 self._torch_prof.export_chrome_trace(str(tmp))
             log.info("profiler trace written to %s", self.trace_path)
@@ -275,8 +276,6 @@ def device_info() -> dict[str, Any]:
             info["versions"][dist] = importlib.metadata.version(dist)
         except importlib.metadata.PackageNotFoundError:
             if dist == "cbct":  # running from a source checkout
-                from cbct import __version__
-
                 info["versions"]["cbct"] = f"{__version__} (source checkout)"
     try:
         import numba
@@ -312,6 +311,4 @@ def device_info() -> dict[str, Any]:
 
 
 def write_report_json(report: ProfileReport, path: str | os.PathLike) -> None:
-    from cbct.io.atomic import write_text_atomic
-
     write_text_atomic(path, json.dumps(report.to_dict(), indent=2))

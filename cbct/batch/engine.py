@@ -24,6 +24,10 @@ from cbct.batch.executors import Executor, Outcome, make_executor
 from cbct.batch.plan import Job, RunSettings, make_plan, shard
 from cbct.batch.store import ResultStore, holder_info, now
 from cbct.batch.worker import refuse_foreign
+from cbct.io.atomic import write_text_atomic
+from cbct.io.manifest import load_manifest
+from cbct.pipeline import load_pipeline
+from cbct.pipeline.engine import check_device
 from cbct.pipeline.schema import SchemaError
 
 log = logging.getLogger(__name__)
@@ -128,10 +132,6 @@ def run_batch(
         LockedError: another run holds ``out`` after ``wait``.
         KeyboardInterrupt: Ctrl-C or SIGTERM (:class:`BatchInterrupted`); the summary says ``interrupted``.
     """
-    from cbct.io.manifest import load_manifest
-    from cbct.pipeline import load_pipeline
-    from cbct.pipeline.engine import check_device
-
     manifest_obj = load_manifest(manifest, root=root)
     pipe = load_pipeline(pipeline)
     check_writes_outputs(pipe, pipe.resolve(allow_any_stage=allow_any_stage))
@@ -174,8 +174,6 @@ def _run(runner: Executor, kind: str, manifest_obj: Any, pipe: Any, jobs_all: li
         removed = store.remove_temporaries(None if num_parts == 1 else [j.id for j in jobs])
         if removed:
             log.warning("%s: removed %d temporaries left by an interrupted run", out, len(removed))
-        from cbct.io.atomic import write_text_atomic
-
         write_text_atomic(out / "pipeline.json", json.dumps(pipe.to_dict(), indent=2))
         todo: list[Job] = []
         for job in jobs:

@@ -17,6 +17,7 @@ from typing import Any
 
 from cbct.io.manifest import Manifest, ManifestEntry
 from cbct.pipeline.spec import Pipeline
+from cbct.version import __version__
 
 __all__ = ["Job", "RunSettings", "make_plan", "fingerprint", "shard", "LEARNED_STAGES"]
 
@@ -103,8 +104,6 @@ def _weights(pipeline: Pipeline) -> dict[str, Any]:
 
 def fingerprint(entry: ManifestEntry, pipeline: Pipeline, *, weights: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """What makes ``entry``'s result: input, manifest entry, pipeline, weights and cbct version."""
-    import cbct
-
     if entry.sha256:
         source: dict[str, Any] = {"sha256": entry.sha256.lower()}
     else:
@@ -114,7 +113,7 @@ def fingerprint(entry: ManifestEntry, pipeline: Pipeline, *, weights: Mapping[st
         "entry": json.loads(json.dumps(dict(entry.spec), sort_keys=True, default=str)),
         "pipeline": {"name": pipeline.name, "digest": pipeline.digest()},
         "weights": dict(weights if weights is not None else _weights(pipeline)),
-        "cbct_version": cbct.__version__,
+        "cbct_version": __version__,
     }
 
 

@@ -30,6 +30,7 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from cbct.io import read_volume
 from cbct.io.atomic import TMP_MARKER, write_text_atomic
 
 log = logging.getLogger(__name__)
@@ -189,8 +190,6 @@ class ResultStore:
     def volumes(self) -> dict[str, Any]:
         """Scan id → the (z, y, x) float32 volume of every finished scan that recorded an HDF5 output, read back
         from that output."""
-        from cbct.io import read_volume
-
         found = {}
         for record in sorted(self.out.glob(f"*/{RESULT_FILE}")):
             scan_id = record.parent.name

@@ -19,6 +19,9 @@ from typing import Any
 
 from cbct.batch.plan import Job, RunSettings
 from cbct.batch.store import RESULT_FILE, ResultStore, now
+from cbct.io.atomic import atomic_directory, write_text_atomic
+from cbct.pipeline import run_pipeline
+from cbct.version import __version__
 
 log = logging.getLogger(__name__)
 
@@ -51,11 +54,6 @@ def run_job(job: Job, settings: RunSettings, *, force: bool = False, on_stage: S
             attempt: int = 1) -> dict[str, Any]:
     """Process one scan and return a small outcome record (``status`` ``ok`` or ``failed``); never raises for a
     failure of the scan itself (it is recorded in the store instead)."""
-    from cbct.io.atomic import atomic_directory, write_text_atomic
-    from cbct.pipeline import run_pipeline
-
-    import cbct
-
     store = ResultStore(settings.out)
     for leftover in store.temporaries([job.id]):  # a worker that died on this scan earlier in this run
         try:
@@ -90,7 +88,7 @@ def run_job(job: Job, settings: RunSettings, *, force: bool = False, on_stage: S
                 "finished": now(), "seconds": seconds, "timings_s": result.timings, "outputs": outputs,
                 "volume": {"shape": list(result.grid.shape), "voxel_size_mm": list(result.voxel_size),
                            "origin_mm": list(result.origin), "axes": "z, y, x", "units": "mm^-1"},
-                "cbct_version": cbct.__version__, "fingerprint": job.fingerprint, "fingerprint_digest": job.digest,
+                "cbct_version": __version__, "fingerprint": job.fingerprint, "fingerprint_digest": job.digest,
             }
             if result.profile is not None:
                 record["profile"] = result.profile.to_dict()

@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from cbct.geometry import VolumeGrid
+from cbct.io.volume import Volume
 from cbct.pipeline.spec import Pipeline, load_pipeline
 from cbct.pipeline.stages import to_host
 from cbct.pipeline.state import PipelineState
@@ -70,8 +71,6 @@ class PipelineResult:
 
     def to_volume(self):
         """The result as a :class:`cbct.io.Volume` (for :func:`cbct.io.write_volume`)."""
-        from cbct.io.volume import Volume
-
         return Volume(self.volume, self.grid, {"units": "mm^-1", "scan_id": self.metadata.get("id")})
 
 

@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from cbct.cuda.emulator import textures as texture_module
+import cbct.cuda.emulator.textures as texture_module
 from cbct.cuda.emulator.devices import DeviceState, MemoryPointer, ndarray
 from cbct.cuda.emulator.module import HostModule, KernelArgument
 from cbct.cuda.nvrtc_check import CUPY_ADDED_OPTIONS

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from cbct.cuda.emulator import textures as texture_module
+import cbct.cuda.emulator.textures as texture_module
 from cbct.cuda.emulator.devices import (
     Device,
     DeviceState,
