@@ -62,7 +62,7 @@ def extension_width(nu: int) -> int:
 
 def _taper(width: int, xp, dtype):
     k = np.arange(1, width + 1, dtype=np.float64)
-    return xp.asarray(np.sin(np.pi / 2 * (width - k + 1) / width) ** 0.75, dtype=dtype)
+    return xp.asarray(np.sin(np.pi / 2 * (width - k) / width) ** 0.75, dtype=dtype)
 
 
 def extend_rows(rows, width: int):
