@@ -32,13 +32,14 @@ PIPELINE = {"name": "fdk_h5", "stages": [{"stage": "preprocess"}, {"stage": "fdk
 
 
 def make_inputs(folder: pathlib.Path, n: int, size: int, views: int) -> tuple[pathlib.Path, pathlib.Path]:
+    from cbct.io import write_scan
     from cbct.simulation.scans import simulate_scan
 
     scans = []
     for i in range(n):
         path = folder / f"scan{i}.h5"
-        simulate_scan(phantom="dental" if i % 2 else "shepp-logan", size=size, views=views, noise=2e5, seed=i,
-                      id=f"scan{i}").write(path)
+        write_scan(simulate_scan(phantom="dental" if i % 2 else "shepp-logan", size=size, views=views, noise=2e5,
+                                 seed=i, id=f"scan{i}"), path)
         scans.append({"id": f"scan{i}", "path": str(path)})
     manifest = folder / "manifest.yaml"
     manifest.write_text(yaml.safe_dump({"name": "bench", "scans": scans}))

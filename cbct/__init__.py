@@ -2,6 +2,7 @@
 
 from cbct.fdk import fdk, fdk_filter
 from cbct.geometry import ConeGeometry, VolumeGrid
+from cbct.io import read_scan, write_scan
 from cbct.operators import backproject, project, segmented_backproject
 from cbct.pipeline import Pipeline, PipelineResult, Stage, load_pipeline, run_pipeline
 from cbct.scan import Scan
@@ -10,6 +11,6 @@ from cbct.version import __version__
 
 __all__ = [
     "ConeGeometry", "VolumeGrid", "project", "backproject", "segmented_backproject", "fdk", "fdk_filter",
-    "Scan", "Pipeline", "Stage", "PipelineResult", "load_pipeline", "run_pipeline",
+    "Scan", "read_scan", "write_scan", "Pipeline", "Stage", "PipelineResult", "load_pipeline", "run_pipeline",
     "run_batch",
 ]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import os
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -11,8 +10,10 @@ import numpy as np
 
 from cbct.angles import check_target_angles, dense_angles, missing_targets
 from cbct.geometry import ConeGeometry
+from cbct.preprocess import counts_to_line_integrals
+from cbct.volume import Volume
+
 if TYPE_CHECKING:
-    from cbct.io.volume import Volume
     from cbct.pipeline.state import PipelineState
 
 __all__ = ["Scan", "ScanError"]
@@ -33,7 +34,8 @@ class Scan:
     """One cone-beam scan.
 
     Exactly one of ``projections`` (line integrals, after ``-log``) and ``counts`` (raw detector counts, with
-    ``flat`` and optionally ``dark`` frames) is set. Build one with :meth:`from_arrays` or :meth:`read`.
+    ``flat`` and optionally ``dark`` frames) is set. Build one with :meth:`from_arrays`, or read one with
+    :func:`cbct.read_scan` (write it with :func:`cbct.write_scan`).
 
     Attributes:
         geometry: the acquisition geometry; ``geometry.projection_shape`` is the shape of the data.
@@ -136,25 +138,6 @@ class Scan:
         holding the acquired ones)."""
         return cls(geometry, projections, counts, dark, flat, dict(metadata or {}), reference, target_angles)
 
-    @classmethod
-    def read(cls, path: str | os.PathLike, format: str | None = None, **options: Any) -> Scan:
-        """Read a scan from disk; ``format`` is detected from the path when ``None``.
-
-        Formats: ``cbct-hdf5`` (this project's scan file, ``docs/scan_format.md``), ``dxchange`` (Data Exchange
-        HDF5, parallel beam, e.g. tomopy's ``tooth.h5``), ``walnut`` (TIFF stack + ASTRA ``cone_vec`` file in the
-        layout of the CWI Walnut CBCT data), ``tiff-conevec`` (a generic TIFF stack + ``cone_vec`` file).
-        ``options`` go to the reader (see :func:`cbct.io.read_scan`).
-        """
-        from cbct.io import read_scan
-
-        return read_scan(path, format=format, **options)
-
-    def write(self, path: str | os.PathLike, *, overwrite: bool = True) -> None:
-        """Write the scan in the project's HDF5 scan format (atomically)."""
-        from cbct.io.hdf5 import write_scan
-
-        write_scan(self, path, overwrite=overwrite)
-
     # ------------------------------------------------------------------ views of the data
     @property
     def id(self) -> str:
@@ -170,8 +153,6 @@ class Scan:
         (``options`` go to :func:`cbct.preprocess.counts_to_line_integrals`)."""
         if self.projections is not None:
             return self.projections
-        from cbct.preprocess import counts_to_line_integrals
-
         try:
             return counts_to_line_integrals(self.counts, dark=self.dark, flat=self.flat, **options)
         except ValueError as exc:
@@ -189,15 +170,10 @@ class Scan:
         return missing_targets(self.geometry.angles, self.target_angles)
 
     def to_state(self) -> PipelineState:
-        """The pipeline state a run starts from (``extras["target_angles"]`` when the scan has them)."""
+        """Deprecated spelling of :meth:`cbct.pipeline.state.PipelineState.from_scan` (kept while callers move)."""
         from cbct.pipeline.state import PipelineState
 
-        raw = {} if self.counts is None else {"counts": self.counts, "dark": self.dark, "flat": self.flat}
-        extras = {} if self.reference is None else {"reference": self.reference}
-        if self.target_angles is not None:
-            extras["target_angles"] = self.target_angles
-        return PipelineState(geometry=self.geometry, projections=self.projections, raw=raw,
-                             metadata=dict(self.metadata), extras=extras)
+        return PipelineState.from_scan(self)
 
     def __repr__(self) -> str:
         kind = "counts" if self.is_raw else "projections"

@@ -140,18 +140,18 @@ def test_bad_inputs_exit_2_before_anything_runs(tmp_path, capsys, manifest_doc, 
 
 
 def test_simulate_options(tmp_path, capsys):
-    from cbct.scan import Scan
+    from cbct.io import read_scan
 
     assert main(["simulate", "--phantom", "dental", "--size", "24", "--views", "32", "--sparse", "4",
                  "--out", str(tmp_path / "sparse.h5")]) == 0
-    sparse = Scan.read(tmp_path / "sparse.h5")
+    sparse = read_scan(tmp_path / "sparse.h5")
     assert sparse.geometry.n_views == 8 and sparse.metadata["sparse_step"] == 4
     assert sparse.metadata["sparse"]["kept_indices"] == [0, 4, 8, 12, 16, 20, 24, 28]
     assert sparse.reference is not None and sparse.reference.data.max() > 0
     assert main(["simulate", "--size", "24", "--views", "32", "--motion", "nodding", "--max-rotation-deg", "3",
                  "--out", str(tmp_path / "moving.h5")]) == 0
-    moving = Scan.read(tmp_path / "moving.h5")
-    still = Scan.read(tmp_path / "sparse.h5")  # noqa: F841 - only to exercise a second read
+    moving = read_scan(tmp_path / "moving.h5")
+    still = read_scan(tmp_path / "sparse.h5")  # noqa: F841 - only to exercise a second read
     assert moving.metadata["motion"]["waveform"] == "nodding"
     rot = np.degrees(np.linalg.norm(np.asarray(moving.metadata["motion"]["rotation_vectors"]), axis=1))
     assert 0 < rot.max() <= 3.0 + 1e-6
@@ -162,7 +162,7 @@ def test_simulate_options(tmp_path, capsys):
 
     series = pathlib.Path(get_testdata_file("CT_small.dcm")).parent / "dicomdirtests" / "98892001" / "CT5N"
     assert main(["simulate", "--volume", str(series), "--views", "20", "--out", str(tmp_path / "ct.h5")]) == 0
-    ct = Scan.read(tmp_path / "ct.h5")
+    ct = read_scan(tmp_path / "ct.h5")
     assert ct.geometry.volume.shape == (5, 16, 16) and ct.reference.data.max() > 0.01
     assert ct.projections.max() > 0.1 and ct.metadata["phantom"] == "volume"
     assert main(["simulate", "--raw", "--out", str(tmp_path / "raw.h5")]) == 1

@@ -96,10 +96,10 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from cbct.scan import Scan
+    from cbct.io import read_scan
 
     if args.scan is not None:
-        scan = Scan.read(args.scan)
+        scan = read_scan(args.scan)
         desc = f"{args.scan} ({scan.geometry.n_views} views, volume {scan.geometry.volume.shape})"
     else:
         from cbct.simulation.scans import simulate_scan

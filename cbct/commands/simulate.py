@@ -10,6 +10,7 @@ import argparse
 import json
 import pathlib
 
+from cbct.io import write_scan
 from cbct.simulation.scans import DEFAULT_DSD, DEFAULT_DSO, PHANTOMS, simulate_scan
 
 __all__ = ["add_parser", "run"]
@@ -19,7 +20,7 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p = sub.add_parser(
         "simulate", help="make a scan file from a phantom or a volume (sparse views, motion, noise)",
         description="Simulate a circular cone-beam scan and write it as a cbct scan file (HDF5, docs/scan_format.md) "
-                    "that `cbct run` and cbct.Scan.read() read. The ground-truth volume is stored with it.",
+                    "that `cbct run` and cbct.read_scan() read. The ground-truth volume is stored with it.",
         epilog="examples:\n"
                "  cbct simulate --out sl.h5                                  # Shepp-Logan, 64^3, 180 views\n"
                "  cbct simulate --phantom dental --metal --noise 2e5 --out dental.h5\n"
@@ -65,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
         max_translation_mm=args.max_translation_mm, noise=args.noise, electronic_sigma=args.electronic_sigma,
         raw=args.raw, metal=args.metal, seed=args.seed, id=args.id or args.out.stem.split(".")[0],
     )
-    scan.write(args.out)
+    write_scan(scan, args.out)
     g = scan.geometry
     summary = {"scan": str(args.out), "id": scan.id, "kind": "raw counts" if scan.is_raw else "line integrals",
                "views": g.n_views, "detector": list(g.detector_shape), "volume": list(g.volume.shape),

@@ -18,9 +18,10 @@ from types import MappingProxyType
 from typing import Any
 
 from cbct.io.errors import FormatError, UnevenSpacingError
-from cbct.io.volume import Volume
+from cbct.scan import Scan
+from cbct.volume import Volume
 
-__all__ = ["read_scan", "detect_scan_format", "read_volume", "write_volume", "detect_volume_format", "Volume",
+__all__ = ["read_scan", "write_scan", "detect_scan_format", "read_volume", "write_volume", "detect_volume_format", "Volume",
            "FormatError", "UnevenSpacingError", "SCAN_FORMATS", "VOLUME_READERS", "VOLUME_WRITERS", "output_name"]
 
 SCAN_FORMATS: Mapping[str, str] = MappingProxyType({
@@ -85,7 +86,7 @@ def detect_scan_format(path: str | os.PathLike) -> str:
     raise FormatError(f"{p}: cannot tell the scan format from the name; pass format= one of {', '.join(SCAN_FORMATS)}")
 
 
-def read_scan(path: str | os.PathLike, format: str | None = None, **options: Any):
+def read_scan(path: str | os.PathLike, format: str | None = None, **options: Any) -> Scan:
     """Read a :class:`cbct.Scan`; ``options`` go to the format's reader (e.g. ``pixel_size`` for ``dxchange``)."""
     fmt = format or detect_scan_format(path)
     reader = _choose("scan", SCAN_FORMATS, fmt)
@@ -95,6 +96,11 @@ def read_scan(path: str | os.PathLike, format: str | None = None, **options: Any
         if "unexpected keyword" in str(exc):
             raise TypeError(f"{fmt} reader: {exc}") from None
         raise
+
+
+def write_scan(scan: Scan, path: str | os.PathLike, *, overwrite: bool = True) -> pathlib.Path:
+    """Write ``scan`` in the project's HDF5 scan format (``docs/scan_format.md``), atomically; returns the path."""
+    return _load("cbct.io.hdf5:write_scan")(scan, path, overwrite=overwrite)
 
 
 def detect_volume_format(path: str | os.PathLike, *, for_writing: bool = False) -> str:

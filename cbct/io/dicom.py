@@ -31,7 +31,7 @@ import numpy as np
 from cbct.geometry import VolumeGrid
 from cbct.io.atomic import atomic_directory
 from cbct.io.errors import FormatError, UnevenSpacingError
-from cbct.io.volume import Volume
+from cbct.volume import Volume
 
 log = logging.getLogger(__name__)
 

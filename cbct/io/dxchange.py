@@ -26,6 +26,8 @@ import numpy as np
 from cbct.geometry import ConeGeometry
 from cbct.io.errors import FormatError
 from cbct.io.hdf5 import _read, open_hdf5
+from cbct.preprocess import counts_to_line_integrals
+from cbct.scan import Scan
 
 log = logging.getLogger(__name__)
 
@@ -80,9 +82,6 @@ def read_dxchange(
         voxel_size: reconstruction voxel size in mm; default the pixel size (no magnification).
         id: scan id (default: the file stem).
     """
-    from cbct.preprocess import counts_to_line_integrals
-    from cbct.scan import Scan
-
     path = pathlib.Path(path)
     if pixel_size <= 0:
         raise ValueError(f"pixel_size must be positive, got {pixel_size}")

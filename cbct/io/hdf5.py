@@ -14,7 +14,8 @@ from cbct.geometry import VolumeGrid
 from cbct.io.atomic import atomic_path
 from cbct.io.errors import FormatError
 from cbct.io.geometry_io import geometry_from_hdf5, geometry_to_hdf5
-from cbct.io.volume import Volume
+from cbct.scan import Scan, ScanError
+from cbct.volume import Volume
 
 __all__ = ["SCAN_FORMAT", "SCAN_FORMAT_VERSION", "VOLUME_FORMAT", "write_scan", "read_scan", "write_volume",
            "read_volume", "open_hdf5", "is_cbct_scan"]
@@ -65,7 +66,7 @@ def _read(dataset, where: str) -> np.ndarray:
         raise FormatError(f"{where}: cannot read dataset (truncated or corrupt file?): {exc}") from None
 
 
-def write_scan(scan, path: str | os.PathLike, *, overwrite: bool = True, compression: str | None = "gzip") -> pathlib.Path:
+def write_scan(scan: Scan, path: str | os.PathLike, *, overwrite: bool = True, compression: str | None = "gzip") -> pathlib.Path:
     """Write a :class:`cbct.Scan` to ``path`` in the ``cbct-scan`` HDF5 format (atomically)."""
     import h5py
 
@@ -99,8 +100,6 @@ def write_scan(scan, path: str | os.PathLike, *, overwrite: bool = True, compres
 
 def read_scan(path: str | os.PathLike, *, id: str | None = None):
     """Read a ``cbct-scan`` HDF5 file into a :class:`cbct.Scan` (``id`` overrides the stored ``metadata["id"]``)."""
-    from cbct.scan import Scan, ScanError
-
     path = pathlib.Path(path)
     with open_hdf5(path) as f:
         fmt = f.attrs.get("format")

@@ -9,7 +9,7 @@ import numpy as np
 
 from cbct.geometry import VolumeGrid
 from cbct.io.errors import FormatError
-from cbct.io.volume import Volume
+from cbct.volume import Volume
 
 __all__ = ["read_metaimage"]
 

@@ -20,7 +20,7 @@ import numpy as np
 from cbct.geometry import VolumeGrid
 from cbct.io.atomic import atomic_path
 from cbct.io.errors import FormatError
-from cbct.io.volume import Volume
+from cbct.volume import Volume
 
 __all__ = ["write_nifti", "read_nifti", "nifti_affine", "LPS_TO_RAS"]
 

@@ -8,7 +8,7 @@ import pathlib
 import numpy as np
 
 from cbct.io.atomic import atomic_path
-from cbct.io.volume import Volume
+from cbct.volume import Volume
 
 __all__ = ["write_png_preview", "preview_image"]
 

@@ -28,6 +28,7 @@ import numpy as np
 from cbct.geometry import ConeGeometry, VolumeGrid
 from cbct.io.errors import FormatError
 from cbct.io.geometry_io import angles_from_vectors, grid_from_dict, read_cone_vec
+from cbct.scan import Scan
 
 log = logging.getLogger(__name__)
 
@@ -105,8 +106,6 @@ def read_walnut(
         volume: reconstruction grid (:class:`VolumeGrid` or ``{shape, voxel_size, offset}``).
         id: scan id (default: ``Walnut<n>_<tube>`` from the path).
     """
-    from cbct.scan import Scan
-
     folder = pathlib.Path(path)
     if not folder.is_dir():
         raise FileNotFoundError(f"Walnut scan folder not found: {folder}")
@@ -166,8 +165,6 @@ def read_tiff_conevec(
         volume: reconstruction grid; default :func:`default_grid`.
         id: scan id (default: the folder name).
     """
-    from cbct.scan import Scan
-
     folder = pathlib.Path(path)
     if not folder.is_dir():
         raise FileNotFoundError(f"TIFF scan folder not found: {folder}")

@@ -1,6 +1,6 @@
 """Array-first shortcuts to the volume writers: ``write_*(path, volume, grid)`` with a NumPy array and its grid.
 
-``volume`` may also be a :class:`~cbct.io.volume.Volume` (then ``grid`` is not needed). Without a grid, a volume
+``volume`` may also be a :class:`~cbct.volume.Volume` (then ``grid`` is not needed). Without a grid, a volume
 array is taken as 1 mm voxels centred on the origin. All writes are atomic.
 """
 
@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from cbct.geometry import VolumeGrid
-from cbct.io.volume import Volume
+from cbct.volume import Volume
 
 __all__ = ["as_volume", "write_hdf5_volume", "write_nifti", "write_dicom_series", "write_png_preview"]
 

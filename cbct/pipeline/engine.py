@@ -12,11 +12,13 @@ from typing import Any
 import numpy as np
 
 from cbct.geometry import VolumeGrid
-from cbct.io.volume import Volume
+from cbct.io import read_scan
+from cbct.volume import Volume
 from cbct.pipeline.spec import Pipeline, load_pipeline
 from cbct.pipeline.stages import to_host
 from cbct.pipeline.state import PipelineState
 from cbct.profiling import ProfileReport, Profiler
+from cbct.scan import Scan
 
 log = logging.getLogger(__name__)
 
@@ -109,7 +111,7 @@ def run_pipeline(
 
     Args:
         pipeline: a :class:`Pipeline`, a pipeline document, a YAML path or a built-in name (``"fdk"``).
-        scan: a :class:`cbct.Scan`, a path to one (read with :meth:`cbct.Scan.read`) or a :class:`PipelineState`.
+        scan: a :class:`cbct.Scan`, a path to one (read with :func:`cbct.read_scan`) or a :class:`PipelineState`.
         device: ``"cpu"`` (default) or ``"cuda"``/``"cuda:N"`` (CuPy).
         profile: measure GPU time, GUPS and memory per stage (``result.profile``); wall times are always kept.
         out_dir: folder for export stages.
@@ -122,15 +124,13 @@ def run_pipeline(
         SchemaError / ImportError: the pipeline is invalid or a stage cannot be imported (before any stage runs).
         PipelineError: a stage failed (message names the scan and the stage).
     """
-    from cbct.scan import Scan
-
     pipe = load_pipeline(pipeline)
     steps = pipe.resolve(allow_any_stage=allow_any_stage)
     device = check_device(device)
     if isinstance(scan, (str, os.PathLike)):
-        scan = Scan.read(scan)
+        scan = read_scan(scan)
     if isinstance(scan, Scan):
-        state = scan.to_state()
+        state = PipelineState.from_scan(scan)
     elif isinstance(scan, PipelineState):
         state = scan
     else:

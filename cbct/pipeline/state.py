@@ -6,6 +6,7 @@ import dataclasses
 from typing import Any
 
 from cbct.geometry import ConeGeometry
+from cbct.scan import Scan
 
 
 @dataclasses.dataclass
@@ -31,3 +32,14 @@ class PipelineState:
     def replace(self, **changes: Any) -> PipelineState:
         """A copy with ``changes`` applied (stages return new states rather than mutating their input)."""
         return dataclasses.replace(self, **changes)
+
+    @classmethod
+    def from_scan(cls, scan: Scan) -> PipelineState:
+        """The state a run of ``scan`` starts from: its projections or raw counts, metadata, and in ``extras`` its
+        ``reference`` volume and ``target_angles`` when it has them."""
+        raw = {} if scan.counts is None else {"counts": scan.counts, "dark": scan.dark, "flat": scan.flat}
+        extras: dict[str, Any] = {} if scan.reference is None else {"reference": scan.reference}
+        if scan.target_angles is not None:
+            extras["target_angles"] = scan.target_angles
+        return cls(geometry=scan.geometry, projections=scan.projections, raw=raw, metadata=dict(scan.metadata),
+                   extras=extras)

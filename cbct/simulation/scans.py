@@ -11,7 +11,7 @@ import numpy as np
 
 from cbct.geometry import ConeGeometry, VolumeGrid
 from cbct.io import read_volume
-from cbct.io.volume import Volume
+from cbct.volume import Volume
 from cbct.memory import check_memory, simulation_bytes
 from cbct.operators import project
 from cbct.phantoms import dental_phantom, shepp_logan_projections, shepp_logan_volume
