@@ -55,7 +55,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from cbct.batch.store import LockedError
     from cbct.io.errors import FormatError
     from cbct.memory import InsufficientMemoryError
-    from cbct.pipeline.schema import SchemaError
+    from cbct.schema import SchemaError
 
     try:
         return int(args.func(args))

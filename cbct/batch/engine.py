@@ -28,7 +28,7 @@ from cbct.io.atomic import write_text_atomic
 from cbct.io.manifest import load_manifest
 from cbct.pipeline import load_pipeline
 from cbct.pipeline.engine import check_device
-from cbct.pipeline.schema import SchemaError
+from cbct.schema import SchemaError
 
 log = logging.getLogger(__name__)
 

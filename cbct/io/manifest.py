@@ -24,9 +24,9 @@ from typing import Any
 from cbct.io import read_scan
 from cbct.io.errors import FormatError
 from cbct.io.geometry_io import geometry_from_dict, grid_from_dict
-from cbct.pipeline.schema import SchemaError, join_path, validate
-from cbct.pipeline.spec import builtin_dir, load_yaml
+from cbct.resources import builtin_dir, load_yaml
 from cbct.scan import ScanError
+from cbct.schema import SchemaError, join_path, validate
 from cbct.simulation.scans import simulate_scan
 
 __all__ = ["Manifest", "ManifestEntry", "load_manifest", "builtin_manifests", "sha256_file", "ChecksumError",

@@ -7,7 +7,7 @@ a built-in name such as ``"fdk"``, or one built in Python from :class:`Stage` s)
 
 from cbct.pipeline.engine import PipelineError, PipelineResult, run_pipeline
 from cbct.pipeline.registry import STAGES, resolve_stage
-from cbct.pipeline.schema import SchemaError
+from cbct.schema import SchemaError
 from cbct.pipeline.spec import Pipeline, Stage, builtin_pipelines, load_pipeline
 from cbct.pipeline.state import PipelineState
 

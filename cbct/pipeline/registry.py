@@ -21,7 +21,7 @@ from collections.abc import Callable, Mapping
 from types import MappingProxyType
 from typing import Any
 
-from cbct.pipeline.schema import SchemaError, join_path, validate
+from cbct.schema import SchemaError, join_path, validate
 
 log = logging.getLogger(__name__)
 

@@ -26,40 +26,13 @@ import pathlib
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-import yaml
-
 from cbct.pipeline.registry import check_stage_params, resolve_stage, stage_reference
-from cbct.pipeline.schema import SchemaError, join_path, validate
+from cbct.resources import builtin_dir, load_yaml
+from cbct.schema import SchemaError, join_path, validate
 
-__all__ = ["Stage", "Pipeline", "load_pipeline", "builtin_pipelines", "builtin_dir", "load_yaml", "PIPELINE_FORMAT_VERSION"]
+__all__ = ["Stage", "Pipeline", "load_pipeline", "builtin_pipelines", "PIPELINE_FORMAT_VERSION"]
 
 PIPELINE_FORMAT_VERSION = 1
-
-
-def builtin_dir(kind: str) -> pathlib.Path:
-    """The folder of shipped ``pipelines`` or ``manifests`` (``cbct/builtin_<kind>``, a link in a source checkout)."""
-    path = pathlib.Path(__file__).resolve().parents[1] / f"builtin_{kind}"
-    if not path.is_dir():
-        raise FileNotFoundError(f"built-in {kind} folder is missing ({path}); reinstall cbct")
-    return path
-
-
-def load_yaml(path: str | os.PathLike, what: str) -> Any:
-    """Parse a YAML file; a missing file or a syntax error gives an error naming the file (and line)."""
-    path = pathlib.Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{what} file not found: {path}")
-    try:
-        with open(path, encoding="utf-8") as f:
-            return yaml.safe_load(f)
-    except UnicodeDecodeError as exc:
-        raise SchemaError(f"{path}: not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset {exc.start}); "
-                          f"save the {what} file as UTF-8") from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise SchemaError(f"{path}: not valid YAML{where}: {problem}") from None
 
 
 def _schema() -> Mapping[str, Any]:
