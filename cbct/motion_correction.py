@@ -9,7 +9,10 @@ geometry unless both tests say the scan moved:
   reconstruction, see :mod:`cbct.motion_estimation`) drops by at least the fraction ``gate_gain`` from the nominal
   geometry to the compensated one.
 
-A still scan therefore comes back with ``geometry is geom`` and a bit-identical reconstruction. A moving one is
+A still scan therefore comes back with ``geometry is geom`` and a bit-identical reconstruction. A truncated scan
+(the rows do not fall to air at the detector's edges, :func:`cbct.fdk.truncation.detect_truncation`) keeps its
+nominal geometry without estimation unless ``trust_truncated`` is set: on truncated anatomy neither the estimate nor
+the criterion could be trusted (``docs/motion_correction.md``). A moving one is
 reconstructed in a declared pose: ``"first"`` (the patient's pose at view 0, so that a still start stays still),
 ``"mean"`` (the mean pose over the scan) or a view index.
 """
@@ -23,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from cbct.fdk.truncation import check_truncation_mode, detect_truncation
 from cbct.geometry import ConeGeometry
 from cbct.motion_estimation import MotionEstimationConfig, estimate_motion
 from cbct.simulation.motion import RigidMotion
@@ -101,6 +105,11 @@ def _per_view(motion: RigidMotion) -> dict[str, list]:
     }
 
 
+def _truncated(projections, cfg: MotionEstimationConfig) -> bool:
+    mode = check_truncation_mode(cfg.truncation)
+    return detect_truncation(projections) if mode == "auto" else bool(mode)
+
+
 def correct_motion(
     projections, geom: ConeGeometry, *, config: MotionEstimationConfig | None = None, pose: str | int = "first"
 ) -> MotionCorrection:
@@ -119,6 +128,14 @@ def correct_motion(
     cfg = config or MotionEstimationConfig()
     index, label = _pose_index(pose, geom.n_views)  # checked before the work
     t0 = time.perf_counter()
+    truncated = _truncated(projections, cfg)
+    if truncated and not cfg.trust_truncated:
+        log.info("motion correction: truncated scan, nominal geometry kept (trust_truncated=False)")
+        none = RigidMotion.none(geom.n_views, np.asarray(geom.volume.offset[::-1], np.float64))
+        report = {"moved": False, "pose": label, "truncation": True,
+                  "gate": {"reason": "truncated scan: estimation not trusted (trust_truncated=False)"},
+                  **_per_view(none), "seconds": round(time.perf_counter() - t0, 3)}
+        return MotionCorrection(False, none, geom, label, report)
     estimate, stats = estimate_motion(projections, geom, cfg)
     relative, label = relative_to_pose(estimate, "mean" if index is None else index)
     largest = float(relative.displacement_mm(fov_points(geom)).max())
