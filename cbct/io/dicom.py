@@ -28,6 +28,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from cbct.constants import MU_WATER
 from cbct.geometry import VolumeGrid
 from cbct.io.atomic import atomic_directory
 from cbct.io.errors import FormatError, UnevenSpacingError
@@ -37,7 +38,6 @@ log = logging.getLogger(__name__)
 
 __all__ = ["read_dicom_series", "write_dicom_series", "MU_WATER", "mu_to_hu", "hu_to_mu"]
 
-MU_WATER = 0.02  # mm^-1
 CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
 
 

@@ -13,6 +13,7 @@ from cbct._checks import check_array, check_geometry
 from cbct.backend import array_module
 from cbct.geometry import ConeGeometry
 from cbct.operators import project
+from cbct.rng import as_generator
 
 log = logging.getLogger("cbct.iterative")
 
@@ -80,7 +81,7 @@ def view_blocks(geom: ConeGeometry, blocksize: int, order: str = "ordered",
         raise ValueError(f"order must be one of {ORDERS}, got {order!r}")
     blocksize = min(int(blocksize), n)
     if order == "random":
-        gen = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
+        gen = as_generator(rng)
         views = gen.permutation(n)
     elif order == "angular":
         views = np.argsort(np.mod(geom.angles, 2 * np.pi), kind="stable")

@@ -43,6 +43,7 @@ from scipy import ndimage
 from scipy.spatial import cKDTree
 
 from cbct.geometry import VolumeGrid
+from cbct.rng import as_generator
 
 __all__ = [
     "Tissue", "TISSUES", "MU", "LABEL", "METAL_LABELS", "dental_phantom", "dental_phantom_with_labels",
@@ -212,17 +213,6 @@ class _Anatomy:
 
     def jaw_teeth(self, upper: bool) -> list[_Tooth]:
         return sorted((t for t in self.teeth if t.upper == upper), key=lambda t: t.s)
-
-
-def _check_rng(rng) -> np.random.Generator:
-    if isinstance(rng, np.random.Generator):
-        return rng
-    is_int = isinstance(rng, (int, np.integer)) and not isinstance(rng, bool)
-    if rng is None or is_int or isinstance(rng, np.random.SeedSequence):
-        if isinstance(rng, (int, np.integer)) and rng < 0:
-            raise ValueError(f"rng must be a non-negative seed, a numpy.random.Generator or None, got {rng}")
-        return np.random.default_rng(rng)
-    raise TypeError(f"rng must be an int seed, a numpy.random.Generator or None, got {type(rng).__name__}")
 
 
 def _draw_anatomy(
@@ -789,7 +779,7 @@ def dental_phantom_with_labels(
         raise ValueError(f"texture must be a relative standard deviation in [0, 0.3], got {texture!r}")
     if scale is not None and not (isinstance(scale, (int, float, np.floating)) and math.isfinite(scale) and scale > 0):
         raise ValueError(f"scale must be a positive number or None, got {scale!r}")
-    gen = _check_rng(rng)
+    gen = as_generator(rng)
     started = time.perf_counter()
     seeds = gen.integers(0, 2**63 - 1, size=4)
     anatomy = _draw_anatomy(np.random.default_rng(seeds[0]), None if n_teeth is None else int(n_teeth),

@@ -38,6 +38,7 @@ from typing import Literal
 import numpy as np
 
 from cbct.geometry import ConeGeometry
+from cbct.rng import as_generator
 
 __all__ = [
     "COMPONENT_KINDS",
@@ -415,14 +416,6 @@ WAVEFORMS: Mapping[str, Recipe] = types.MappingProxyType(
 )
 
 
-def _generator(rng: np.random.Generator | int | None) -> np.random.Generator:
-    if isinstance(rng, np.random.Generator):
-        return rng
-    if rng is None or isinstance(rng, (int, np.integer)):
-        return np.random.default_rng(rng)
-    raise TypeError(f"rng must be a numpy.random.Generator, an integer seed or None, got {type(rng).__name__}")
-
-
 def sample_motion_parameters(
     *,
     waveform: str = "mixed",
@@ -460,7 +453,7 @@ def sample_motion_parameters(
     mixed_kinds = tuple(mixed_kinds)
     if len(mixed_kinds) < 2 or len(set(mixed_kinds)) != len(mixed_kinds) or not set(mixed_kinds) <= set(COMPONENT_KINDS):
         raise ValueError(f"mixed_kinds must be >= 2 distinct kinds of {COMPONENT_KINDS}, got {mixed_kinds}")
-    gen = _generator(rng)
+    gen = as_generator(rng)
     parts = WAVEFORMS[waveform](gen, mixed_kinds)
     rot_total = math.radians(max_rotation_deg) * gen.uniform(min_fraction, 1.0)
     trans_total = max_translation_mm * gen.uniform(min_fraction, 1.0)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from cbct.rng import as_generator
+
 
 def add_noise(
     projections: np.ndarray,
@@ -27,7 +29,7 @@ def add_noise(
         raise ValueError(f"i0 must be positive, got {i0}")
     if electronic_sigma < 0:
         raise ValueError(f"electronic_sigma must be >= 0, got {electronic_sigma}")
-    gen = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
+    gen = as_generator(rng)
     expected = i0 * np.exp(-np.asarray(projections, dtype=np.float64))
     counts = gen.poisson(expected).astype(np.float64)
     if electronic_sigma > 0:

@@ -15,6 +15,7 @@ import numpy as np
 
 from cbct._checks import check_array, check_geometry
 from cbct.geometry import ConeGeometry
+from cbct.rng import as_generator
 
 if TYPE_CHECKING:
     from cbct.scan import Scan
@@ -67,7 +68,7 @@ def uneven_indices(n_views: int, mean_step: float, *, rng: np.random.Generator |
     """
     if not mean_step >= min_step >= 1:
         raise ValueError(f"need mean_step >= min_step >= 1, got mean_step={mean_step}, min_step={min_step}")
-    gen = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
+    gen = as_generator(rng)
     hi = max(min_step, int(round(2 * mean_step)) - min_step)
     idx = [0]
     while True:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from cbct.backend import array_library
+from cbct.rng import as_generator
 
 __all__ = ["add"]
 
@@ -34,7 +35,7 @@ def add(projections, Gaussian=None, Poisson=None, rng: np.random.Generator | int
         Gaussian = np.asarray(Gaussian, dtype=np.float64)
         if Gaussian.shape != (2,) or Gaussian[1] < 0:
             raise ValueError(f"Gaussian should be [mean, std] with std >= 0, got {Gaussian.tolist()}")
-    gen = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
+    gen = as_generator(rng)
     i0 = float(Poisson)
     counts = gen.poisson(i0 * np.exp(-host / m)).astype(np.float64)
     if Gaussian is not None:
