@@ -10,6 +10,9 @@ from __future__ import annotations
 import importlib
 import sys
 from types import ModuleType
+from typing import Any
+
+import numpy as np
 
 _BACKENDS = {"numpy": "cbct.cpu.kernels", "cupy": "cbct.cuda.kernels"}
 
@@ -37,3 +40,15 @@ def kernels_for(x: object) -> ModuleType:
     if name not in _BACKENDS:
         raise TypeError(f"{name} arrays are not accepted here; use cbct.torch for torch tensors")
     return importlib.import_module(_BACKENDS[name])
+
+
+def to_host(x: Any) -> Any:
+    """A NumPy array from NumPy, CuPy or torch data (``None`` stays ``None``)."""
+    if x is None or isinstance(x, np.ndarray):
+        return x
+    module = type(x).__module__.split(".")[0]
+    if module == "cupy":
+        return x.get()
+    if module == "torch":
+        return x.detach().cpu().numpy()
+    return np.asarray(x)

@@ -9,6 +9,7 @@ from typing import Any
 
 
 from cbct.fdk import fdk
+from cbct.io import write_volume
 from cbct.operators import project
 from cbct.simulation.noise import add_noise
 from cbct.simulation.scans import scan_geometry
@@ -22,7 +23,6 @@ def run_demo(out_dir: pathlib.Path, *, size: int = 64, seed: int = 0, n_views: i
     Writes ``out_dir/volume.h5`` (dataset ``volume``: (z, y, x) float32 mm⁻¹ with voxel size and origin attributes)
     and ``out_dir/slices.png`` (axial, coronal and sagittal mid slices of the reconstruction).
     """
-    from cbct.io.writers import write_hdf5_volume, write_png_preview
     from cbct.metrics import psnr
     from cbct.phantoms.dental import dental_phantom, dental_phantom_grid
 
@@ -48,8 +48,8 @@ def run_demo(out_dir: pathlib.Path, *, size: int = 64, seed: int = 0, n_views: i
     timings["fdk"] = time.perf_counter() - t0
     log.info("FDK of %s voxels in %.2f s", grid.shape, timings["fdk"])
 
-    volume_path = write_hdf5_volume(out_dir / "volume.h5", volume, grid)
-    png_path = write_png_preview(out_dir / "slices.png", volume, grid)
+    volume_path = write_volume(volume, out_dir / "volume.h5", grid=grid)
+    png_path = write_volume(volume, out_dir / "slices.png", grid=grid)
     return {
         "volume": str(volume_path),
         "preview": str(png_path),

@@ -8,9 +8,10 @@ from typing import Any
 
 import numpy as np
 
+from cbct.backend import to_host
 from cbct.geometry import VolumeGrid
 
-__all__ = ["Volume"]
+__all__ = ["Volume", "as_volume"]
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -48,3 +49,14 @@ class Volume:
     def affine(self) -> np.ndarray:
         """(4, 4) affine from voxel indices ``(i, j, k)`` = (x, y, z) order to world ``(x, y, z)`` mm."""
         return self.grid.index_to_world()
+
+
+def as_volume(volume: Any, grid: VolumeGrid | None = None, metadata: Mapping[str, Any] | None = None) -> Volume:
+    """``volume`` itself when it is a :class:`Volume`; else a Volume of the (z, y, x) array ``volume`` (NumPy, CuPy
+    or torch; stored as float32 mm⁻¹ on the host) on ``grid`` (default: 1 mm voxels centred on the origin)."""
+    if isinstance(volume, Volume):
+        return volume
+    data = np.asarray(to_host(volume), dtype=np.float32)
+    if data.ndim != 3:
+        raise ValueError(f"volume must be a 3-D (z, y, x) array, got shape {data.shape}")
+    return Volume(data, grid if grid is not None else VolumeGrid(data.shape), {"units": "mm^-1", **(metadata or {})})

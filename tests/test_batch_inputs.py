@@ -216,11 +216,11 @@ def test_batch_reports_refused_inputs_per_scan(tmp_path):
 
 @pytest.fixture(scope="module")
 def dicom_series(tmp_path_factory) -> pathlib.Path:
-    from cbct.io.writers import write_dicom_series
+    from cbct.io import write_volume
 
     folder = tmp_path_factory.mktemp("dicom") / "series"
     volume = np.random.default_rng(0).uniform(0.0, 0.05, (4, 12, 10)).astype(np.float32)
-    write_dicom_series(folder, volume)
+    write_volume(volume, folder, format="dicom")
     return folder
 
 

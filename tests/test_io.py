@@ -268,17 +268,15 @@ def test_atomic_outputs_leave_nothing_on_failure(tmp_path, tiny_volume):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_array_first_writers(tmp_path, tiny_volume):
-    """cbct.io.writers: the shortcuts the demo uses (array + grid, or a Volume)."""
-    from cbct.io.writers import write_dicom_series, write_hdf5_volume, write_nifti, write_png_preview
-
+def test_write_volume_takes_arrays(tmp_path, tiny_volume):
+    """write_volume takes a Volume, or an array and its grid (1 mm voxels without one), as the demo uses it."""
     data, grid = tiny_volume.data, tiny_volume.grid
-    assert read_volume(write_hdf5_volume(tmp_path / "a.h5", data, grid)).grid == grid
-    np.testing.assert_array_equal(read_volume(write_nifti(tmp_path / "a.nii", data, grid)).data, data)
-    assert len(list(write_dicom_series(tmp_path / "dcm", tiny_volume).iterdir())) == 6
-    assert write_png_preview(tmp_path / "a.png", data).stat().st_size > 0  # no grid: 1 mm voxels
+    assert read_volume(write_volume(data, tmp_path / "a.h5", grid=grid)).grid == grid
+    np.testing.assert_array_equal(read_volume(write_volume(data, tmp_path / "a.nii", grid=grid)).data, data)
+    assert len(list(write_volume(tiny_volume, tmp_path / "dcm", format="dicom").iterdir())) == 6
+    assert write_volume(data, tmp_path / "a.png").stat().st_size > 0  # no grid: 1 mm voxels
     with pytest.raises(ValueError, match="3-D"):
-        write_hdf5_volume(tmp_path / "b.h5", data[0], grid)
+        write_volume(data[0], tmp_path / "b.h5", grid=grid)
 
 
 def test_cbct_hdf5_target_angles(tmp_path, tiny_geometry, rng):

@@ -17,9 +17,10 @@ from collections.abc import Callable, Mapping
 from types import MappingProxyType
 from typing import Any
 
+from cbct.geometry import VolumeGrid
 from cbct.io.errors import FormatError, UnevenSpacingError
 from cbct.scan import Scan
-from cbct.volume import Volume
+from cbct.volume import Volume, as_volume
 
 __all__ = ["read_scan", "write_scan", "detect_scan_format", "read_volume", "write_volume", "detect_volume_format", "Volume",
            "FormatError", "UnevenSpacingError", "SCAN_FORMATS", "VOLUME_READERS", "VOLUME_WRITERS", "output_name"]
@@ -131,10 +132,15 @@ def read_volume(path: str | os.PathLike, format: str | None = None, **options: A
     return _choose("volume", VOLUME_READERS, fmt)(path, **options)
 
 
-def write_volume(volume: Volume, path: str | os.PathLike, format: str | None = None, **options: Any) -> pathlib.Path:
-    """Write ``volume`` (atomically) as ``format`` (default: from the name: .h5, .nii[.gz], .png, a folder = DICOM)."""
+def write_volume(volume: Volume | Any, path: str | os.PathLike, format: str | None = None, *,
+                 grid: VolumeGrid | None = None, **options: Any) -> pathlib.Path:
+    """Write ``volume`` (atomically) as ``format`` (default: from the name: .h5, .nii[.gz], .png, a folder = DICOM).
+
+    ``volume`` is a :class:`Volume`, or a (z, y, x) array (NumPy, CuPy or torch) on ``grid`` (default 1 mm voxels
+    centred on the origin; see :func:`cbct.volume.as_volume`). ``options`` go to the format's writer.
+    """
     fmt = format or detect_volume_format(path, for_writing=True)
-    return _choose("volume", VOLUME_WRITERS, fmt)(volume, path, **options)
+    return _choose("volume", VOLUME_WRITERS, fmt)(as_volume(volume, grid), path, **options)
 
 
 def output_name(format: str, stem: str = "volume") -> str:

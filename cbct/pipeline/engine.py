@@ -11,11 +11,11 @@ from typing import Any
 
 import numpy as np
 
+from cbct.backend import to_host
 from cbct.geometry import VolumeGrid
 from cbct.io import read_scan
 from cbct.volume import Volume
 from cbct.pipeline.spec import Pipeline, load_pipeline
-from cbct.pipeline.stages import to_host
 from cbct.pipeline.state import PipelineState
 from cbct.profiling import ProfileReport, Profiler
 from cbct.scan import Scan
