@@ -12,5 +12,5 @@ from cbct.version import __version__
 __all__ = [
     "ConeGeometry", "VolumeGrid", "project", "backproject", "segmented_backproject", "fdk", "fdk_filter",
     "Scan", "read_scan", "write_scan", "Pipeline", "Stage", "PipelineResult", "load_pipeline", "run_pipeline",
-    "run_batch",
+    "run_batch", "__version__",
 ]

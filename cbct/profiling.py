@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import logging
 import os
 import pathlib
@@ -32,7 +31,7 @@ import tracemalloc
 from collections.abc import Iterator
 from typing import Any
 
-from cbct.io.atomic import atomic_path, write_text_atomic
+from cbct.io.atomic import atomic_path
 from cbct.version import __version__
 
 log = logging.getLogger(__name__)
@@ -309,6 +308,3 @@ def device_info() -> dict[str, Any]:
         info["torch"] = None
     return info
 
-
-def write_report_json(report: ProfileReport, path: str | os.PathLike) -> None:
-    write_text_atomic(path, json.dumps(report.to_dict(), indent=2))

@@ -38,11 +38,6 @@ DETECTOR_BEHIND_AXIS = 100.0  # mm
 DEFAULT_PIXEL_SIZE = 0.025  # mm, used when the file does not say
 
 
-def is_dxchange(path: str | os.PathLike) -> bool:
-    with open_hdf5(path) as f:
-        return "exchange" in f and "data" in f["exchange"]
-
-
 def estimate_rotation_center(line_integrals: np.ndarray, theta: np.ndarray) -> float:
     """Detector column of the rotation axis of a parallel-beam scan (see the module notes).
 

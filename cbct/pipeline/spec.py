@@ -23,7 +23,7 @@ import hashlib
 import json
 import os
 import pathlib
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from cbct.pipeline.registry import check_stage_params, resolve_stage, stage_reference
@@ -175,6 +175,3 @@ def load_pipeline(ref: Pipeline | Mapping[str, Any] | str | os.PathLike) -> Pipe
         return Pipeline.from_yaml(shipped[name])
     raise FileNotFoundError(f"pipeline not found: {ref} (not a file; built-in pipelines: {', '.join(shipped)})")
 
-
-def iter_stage_names(pipeline: Pipeline) -> Iterable[str]:
-    return (s.name for s in pipeline.stages)
