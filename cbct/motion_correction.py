@@ -3,16 +3,14 @@
 :func:`correct_motion` runs :func:`cbct.motion_estimation.estimate_motion` and then a gate that keeps the nominal
 geometry unless both tests say the scan moved:
 
-- the estimate is large: some point of the field of view (the corners of the reconstruction grid's inscribed
-  cylinder) moves by at least ``gate_mm`` between views;
-- the data agree better with it: the estimation criterion (the high-pass reprojection residual of the
-  reconstruction, see :mod:`cbct.motion_estimation`) drops by at least the fraction ``gate_gain`` from the nominal
-  geometry to the compensated one.
+- the estimate is large: some point on the rim of the field of view (the grid's inscribed cylinder) moves by at
+  least ``gate_mm`` between views;
+- the image gets sharper: the gradient entropy of the (binned) FDK image in the field of view
+  (:mod:`cbct.motion_sharpness`) drops by at least the fraction ``gate_gain`` from the nominal geometry to the
+  compensated one. This test does not use the estimation's own criterion (a reprojection residual, which a truncated
+  scan can fool), and a wrong geometry makes the image less sharp.
 
-A still scan therefore comes back with ``geometry is geom`` and a bit-identical reconstruction. A truncated scan
-(the rows do not fall to air at the detector's edges, :func:`cbct.fdk.truncation.detect_truncation`) keeps its
-nominal geometry without estimation unless ``trust_truncated`` is set: on truncated anatomy neither the estimate nor
-the criterion could be trusted (``docs/motion_correction.md``). A moving one is
+A still scan therefore comes back with ``geometry is geom`` and a bit-identical reconstruction. A moving one is
 reconstructed in a declared pose: ``"first"`` (the patient's pose at view 0, so that a still start stays still),
 ``"mean"`` (the mean pose over the scan) or a view index.
 """
@@ -26,9 +24,9 @@ from typing import Any
 
 import numpy as np
 
-from cbct.fdk.truncation import check_truncation_mode, detect_truncation
 from cbct.geometry import ConeGeometry
-from cbct.motion_estimation import MotionEstimationConfig, estimate_motion
+from cbct.motion_estimation import MotionEstimationConfig, bin_scan, estimate_motion
+from cbct.motion_sharpness import sharpness_of_motions
 from cbct.simulation.motion import RigidMotion
 
 log = logging.getLogger(__name__)
@@ -105,11 +103,6 @@ def _per_view(motion: RigidMotion) -> dict[str, list]:
     }
 
 
-def _truncated(projections, cfg: MotionEstimationConfig) -> bool:
-    mode = check_truncation_mode(cfg.truncation)
-    return detect_truncation(projections) if mode == "auto" else bool(mode)
-
-
 def correct_motion(
     projections, geom: ConeGeometry, *, config: MotionEstimationConfig | None = None, pose: str | int = "first"
 ) -> MotionCorrection:
@@ -128,19 +121,14 @@ def correct_motion(
     cfg = config or MotionEstimationConfig()
     index, label = _pose_index(pose, geom.n_views)  # checked before the work
     t0 = time.perf_counter()
-    truncated = _truncated(projections, cfg)
-    if truncated and not cfg.trust_truncated:
-        log.info("motion correction: truncated scan, nominal geometry kept (trust_truncated=False)")
-        none = RigidMotion.none(geom.n_views, np.asarray(geom.volume.offset[::-1], np.float64))
-        report = {"moved": False, "pose": label, "truncation": True,
-                  "gate": {"reason": "truncated scan: estimation not trusted (trust_truncated=False)"},
-                  **_per_view(none), "seconds": round(time.perf_counter() - t0, 3)}
-        return MotionCorrection(False, none, geom, label, report)
     estimate, stats = estimate_motion(projections, geom, cfg)
     relative, label = relative_to_pose(estimate, "mean" if index is None else index)
     largest = float(relative.displacement_mm(fov_points(geom)).max())
     spread = float(estimate.displacement_mm(fov_points(geom)).max())
-    gain = stats["relative_gain"]
+    small, small_geom = bin_scan(projections, geom, cfg.binning)
+    before, after = sharpness_of_motions(small, small_geom, [None, estimate], filter=cfg.filter,
+                                         truncation="on" if stats["truncation"] else "off")
+    gain = (before - after) / before
     moved = spread >= cfg.gate_mm and gain >= cfg.gate_gain
     seconds = time.perf_counter() - t0
     report: dict[str, Any] = {
@@ -148,8 +136,10 @@ def correct_motion(
         "pose": label,
         "gate": {
             "displacement_mm": round(spread, 4), "displacement_threshold_mm": cfg.gate_mm,
-            "relative_gain": round(gain, 5), "gain_threshold": cfg.gate_gain,
+            "entropy_nominal": round(before, 6), "entropy_compensated": round(after, 6),
+            "relative_gain": round(gain, 6), "gain_threshold": cfg.gate_gain,
             "criterion_nominal": stats["criterion_nominal"], "criterion_compensated": stats["criterion_compensated"],
+            "criterion_relative_gain": round(stats["relative_gain"], 5),
         },
         "estimate": {"largest_displacement_mm": round(largest, 4), **_per_view(relative)},
         "truncation": stats["truncation"],
@@ -160,7 +150,7 @@ def correct_motion(
     else:
         motion, geometry = RigidMotion.none(geom.n_views, relative.pivot), geom
     report.update(_per_view(motion))
-    log.info("motion correction: %s (largest displacement %.2f mm, criterion gain %.1f %%; thresholds %.2f mm, %.1f %%), "
+    log.info("motion correction: %s (largest displacement %.2f mm, entropy drop %.3f %%; thresholds %.2f mm, %.3f %%), "
              "pose %s, %.1f s", "moved" if moved else "still: nominal geometry kept", spread, 100 * gain, cfg.gate_mm,
              100 * cfg.gate_gain, label, seconds)
     return MotionCorrection(bool(moved), motion, geometry, label, report)

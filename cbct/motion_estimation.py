@@ -64,12 +64,9 @@ class MotionEstimationConfig:
         truncated_groups, truncated_prior: ``groups`` and ``prior`` used instead with the high-pass criterion
             (fewer, more regularised poses: the residual of a truncated scan is not zero even without motion).
         blur: half-width in pixels of a box blur (applied twice per axis) before the differences; 0: none.
-        gate_mm, gate_gain: thresholds of the gate of :func:`cbct.motion_correction.correct_motion` (largest
-            displacement in the field of view, mm; relative drop of the criterion).
-        trust_truncated: let the gate accept an estimate from a truncated scan; by default
-            :func:`~cbct.motion_correction.correct_motion` keeps the nominal geometry of a truncated scan without
-            estimating (on truncated anatomy the estimate and its criterion were not reliable: see
-            ``docs/motion_correction.md``).
+        gate_mm, gate_gain: thresholds of the gate of :func:`cbct.motion_correction.correct_motion`: largest
+            displacement in the field of view (mm) and relative drop of the gradient entropy of the image
+            (:mod:`cbct.motion_sharpness`) from the nominal to the compensated geometry.
     """
 
     groups: tuple[int, ...] = (16, 16, 32, 32)
@@ -89,8 +86,7 @@ class MotionEstimationConfig:
     truncated_prior: float = 0.1
     blur: int = 0
     gate_mm: float = 0.5
-    gate_gain: float = 0.03
-    trust_truncated: bool = False
+    gate_gain: float = 0.001
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "groups", tuple(int(g) for g in self.groups))
