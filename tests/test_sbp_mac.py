@@ -211,24 +211,14 @@ def test_training_cli_runs_and_resumes_exactly(tmp_path):
         train.train(train.load_config(cfg_path, [f"out_dir={tmp_path / 'b'}", "train.lr=0.5"]))
 
 
-def test_shipped_weights_load_and_correct_a_small_volume():
-    path = default_weights_path()
-    assert path.is_file(), f"the shipped weights are missing: {path}"
-    assert path.stat().st_size < 5 * 2**20
-    model, meta = load_weights()
-    assert model.cfg.use_segments and model.cfg.n_segments == 8 and meta["steps"] > 0
-    trained = ScanConfig.from_dict(meta["config"]["data"]["scan"])
-    assert trained.motion_estimation is not None  # the shipped model corrects motion-compensated reconstructions
-    cfg = dataclasses.replace(trained, volume_shape=(16, 96, 96))  # the training scans' settings, fewer slices
-    s = simulate_sample(SampleSpec("ellipsoids", 123, "jerk"), cfg)
-    out = correct_volume(model, s.fdk, s.segments, batch_size=4, device="cpu").numpy()
-    assert out.shape == s.fdk.shape and np.all(np.isfinite(out))
+def test_shipped_weights_are_refused_by_the_in_grid_evaluation():
+    """The shipped weights were trained on truncated scans (tests/test_motion_eval.py checks them): the in-grid
+    held-out set of ``cbct eval sbp-mac`` refuses them with a pointer to ``cbct eval motion``."""
+    from cbct.sbp_mac.evaluate import eval_specs, evaluate
 
-    def rmse(x):
-        return float(np.sqrt(np.mean((x - s.reference) ** 2)))
-
-    # estimated-motion compensation plus the network move the image towards the motion-free reference
-    assert rmse(out) < 0.7 * rmse(s.fdk_uncorrected), (rmse(out), rmse(s.fdk_uncorrected))
+    assert default_weights_path().stat().st_size < 5 * 2**20
+    with pytest.raises(ValueError, match="cbct eval motion"):
+        evaluate({"SBP-MAC": None}, scan=TINY, specs=eval_specs(sources=("ellipsoids",), waveforms=("jerk",)))
 
 
 def test_evaluation_table_on_tiny_held_out_scans(tmp_path):

@@ -80,6 +80,10 @@ def evaluate(
     Returns ``{"rows": [per scan and method], "scan": ..., "seconds": ...}``.
     """
     models = {name: load_weights(path, device=device) for name, path in methods.items()}
+    for name, (_, meta) in models.items():
+        if meta.get("config", {}).get("data", {}).get("kind") == "truncated":
+            raise ValueError(f"{name}: these weights were trained on truncated scans of anatomy larger than the field of "
+                             "view; evaluate them with `cbct eval motion` (this set holds objects inside the grid)")
     if scan is None:
         # the scans of the segment-based weights (a plain U-Net may have been trained on uncorrected scans)
         metas = [m for model, m in sorted(models.values(), key=lambda mm: not mm[0].cfg.use_segments) if "config" in m]

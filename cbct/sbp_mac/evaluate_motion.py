@@ -10,10 +10,12 @@ axial slice) and RMSE (mm⁻¹) of
   the geometry it returns;
 - ``plain U-Net``: a U-Net on the compensated FDK image (trained on the same data as SBP-MAC);
 - ``SBP-MAC``: the network on the compensated FDK image and its K segments;
-- ``pipeline <name>``: what the bundled pipeline (default ``motion``) returns for the scan, run from Python.
+- ``pipeline <name>``: what the bundled pipeline (default ``motion``) returns for the scan, run from Python;
+- ``pipeline <other>``: what each pipeline given with ``--also-pipeline`` returns (reported, never chosen from).
 
 The motion estimation settings and the pose are those of the pipeline's ``motion_compensation`` stage (its defaults
-when it has none), so the compensated FDK row and the pipeline use the same estimate. Results: a Markdown table per
+when it has none). When the pipeline has that stage, the compensated FDK row and the networks use the geometry it
+produced (one estimate per scan); otherwise :func:`~cbct.motion_correction.correct_motion` runs here. Results: a Markdown table per
 metric (groups: every waveform, all moving scans, still scans, per source) and a JSON file with every row, the
 settings and the decision of issue 12 (does the network beat compensated FDK by 0.5 dB and the plain U-Net?).
 """
@@ -66,13 +68,90 @@ def pipeline_estimation(pipeline: str) -> tuple[dict[str, Any], str | int, float
     return settings, pose, filt
 
 
-def _compensate(projections, geom, settings: dict[str, Any], pose: str | int) -> tuple[Any, dict[str, Any]]:
-    from cbct.motion_correction import correct_motion
-    from cbct.motion_estimation import MotionEstimationConfig
+def _compensate(projections, geom, settings: dict[str, Any], pose: str | int, pipeline_result) -> tuple[Any, dict[str, Any]]:
+    """The compensated geometry and the gate's report: the pipeline's own when it ran ``motion_compensation``."""
+    report = pipeline_result.metadata.get("motion_correction")
+    if report is not None and "motion_compensation" in pipeline_result.timings:
+        geometry = pipeline_result.state.geometry
+    else:
+        from cbct.motion_correction import correct_motion
+        from cbct.motion_estimation import MotionEstimationConfig
 
-    mc = correct_motion(projections, geom, config=MotionEstimationConfig.from_dict(settings), pose=pose)
-    return mc.geometry, {"moved": mc.moved, "pose": mc.pose, "gate": mc.report.get("gate"),
-                         "estimation_seconds": mc.report.get("seconds")}
+        mc = correct_motion(projections, geom, config=MotionEstimationConfig.from_dict(settings), pose=pose)
+        geometry, report = mc.geometry, mc.report
+    return geometry, {"moved": report["moved"], "pose": report["pose"], "gate": report.get("gate"),
+                      "estimation_seconds": report.get("seconds")}
+
+
+def _scan_volumes(
+    spec: tuple[str, str, int], cfg: HeldOutConfig, head, pipeline: str, ks: Sequence[int], others: Sequence[str] = (),
+) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """One held-out scan's images (reference, FDK, the pipeline's output, compensated FDK and its K segments for
+    every K in ``ks``) and its record (scan meta, gate report, seconds)."""
+    from cbct.pipeline import run_pipeline
+    from cbct.scan import Scan
+
+    source, waveform, seed = spec
+    settings, pose, filt = pipeline_estimation(pipeline)
+    scan = heldout_scan(source, waveform, seed, cfg, head=head)
+    t = time.perf_counter()
+    vols = {"reference": scan.reference, "fdk": fdk(scan.projections, scan.geometry, filter=filt)}
+    seconds = {"fdk": time.perf_counter() - t}
+    t = time.perf_counter()
+    state = Scan.from_arrays(scan.geometry, projections=scan.projections, metadata={"id": f"{source}-{waveform}-{seed}"})
+    piped = run_pipeline(pipeline, state)
+    vols["pipeline"] = piped.volume
+    seconds["pipeline"] = time.perf_counter() - t
+    t = time.perf_counter()
+    geometry, report = _compensate(scan.projections, scan.geometry, settings, pose, piped)
+    filtered, fgeom = fdk_filter(scan.projections, geometry, filter=filt)
+    for k in sorted(set(ks) | {1}):
+        vols[f"segments_{k}"] = segmented_backproject(filtered, fgeom, k)
+    vols["compensated"] = vols.pop("segments_1")[0]
+    seconds["compensated_fdk"] = time.perf_counter() - t
+    for other in others:
+        t = time.perf_counter()
+        vols[f"pipeline:{other}"] = run_pipeline(other, state).volume
+        seconds[f"pipeline:{other}"] = time.perf_counter() - t
+    record = {**scan.meta, "report": report, "seconds": seconds, "pipeline_stage_seconds": piped.timings}
+    return vols, record
+
+
+def _code_version() -> str:
+    """A hash of the source of everything that makes the cached images (all of ``cbct`` but the learned stages,
+    plus the held-out scans): a change to any of it invalidates the cache."""
+    from cbct.sbp_mac.cache import content_key
+
+    root = pathlib.Path(__file__).resolve().parents[1]
+    files = [p for p in sorted(root.rglob("*.py")) if p.relative_to(root).parts[0] not in ("bbc", "sbp_mac")]
+    files.append(root / "sbp_mac" / "heldout.py")
+    return content_key({str(p.relative_to(root)): p.read_text() for p in files})
+
+
+def _cached_scan_volumes(cache_dir, spec, cfg, head, pipeline, ks, others=()) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """:func:`_scan_volumes` through a cache (one ``.npz`` and ``.json`` per scan, keyed by the held-out settings,
+    the scan, the pipeline's digest and the K values); ``cache_dir=None``: no cache."""
+    if cache_dir is None:
+        return _scan_volumes(spec, cfg, head, pipeline, ks, others)
+    from cbct.io.atomic import atomic_path, write_text_atomic
+    from cbct.pipeline import load_pipeline
+    from cbct.sbp_mac.cache import content_key
+
+    key = content_key({"cfg": cfg.to_dict(), "spec": list(spec), "pipeline": load_pipeline(pipeline).digest(),
+                       "ks": sorted(ks), "code": _code_version(), "version": 1,
+                       "others": [load_pipeline(o).digest() for o in others]})
+    stem = pathlib.Path(cache_dir) / f"{spec[0]}-{spec[1]}-{spec[2]}-{key}"
+    npz, meta = stem.with_suffix(".npz"), stem.with_suffix(".json")
+    if npz.is_file() and meta.is_file():
+        with np.load(npz) as f:
+            return {k: f[k] for k in f.files}, json.loads(meta.read_text())
+    vols, record = _scan_volumes(spec, cfg, head, pipeline, ks, others)
+    npz.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(npz) as tmp:
+        with open(tmp, "wb") as f:
+            np.savez(f, **{k: np.asarray(v, np.float32) for k, v in vols.items()})
+    write_text_atomic(meta, json.dumps(record, default=str))
+    return vols, record
 
 
 def evaluate_motion(
@@ -82,45 +161,42 @@ def evaluate_motion(
     pipeline: str = "motion",
     data_dir: str | pathlib.Path | None = None,
     batch_size: int = 8,
+    cache_dir: str | pathlib.Path | None = None,
+    also_pipelines: Sequence[str] = (),
 ) -> dict[str, Any]:
     """Every held-out scan through every method; returns ``{"rows": [...], "config": ..., "seconds": ...}``.
 
     ``networks``: row name -> weights path (``None``: the shipped SBP-MAC weights); a network that reads segments
-    gets the compensated segments, a plain U-Net the compensated FDK image.
+    gets the compensated segments, a plain U-Net the compensated FDK image. ``cache_dir``: keep each scan's images
+    there (everything but the networks), so that evaluating other weights on the same scans is quick.
+    ``also_pipelines``: more pipelines whose outputs are reported as rows of their own.
     """
-    from cbct.pipeline import run_pipeline
-    from cbct.scan import Scan
-
     models = {name: load_weights(path)[0] for name, path in networks.items()}
     settings, pose, filt = pipeline_estimation(pipeline)
+    ks = sorted({m.cfg.n_segments for m in models.values() if m.cfg.use_segments})
     mask = fov_mask(cfg.volume_shape, cfg.fov_radius_voxels())
     heads = load_heads(cfg.sources, data_dir)
     rows: list[dict[str, Any]] = []
     t_start = time.perf_counter()
-    for source, waveform, seed in heldout_specs(cfg):
-        scan = heldout_scan(source, waveform, seed, cfg, head=heads[source])
-        base = {k: scan.meta[k] for k in ("source", "waveform", "seed", "max_displacement_mm", "max_rotation_deg")}
+    for spec in heldout_specs(cfg):
+        vols, record = _cached_scan_volumes(cache_dir, spec, cfg, heads[spec[0]], pipeline, ks, tuple(also_pipelines))
+        base = {k: record[k] for k in ("source", "waveform", "seed", "max_displacement_mm", "max_rotation_deg")}
+        sec = record["seconds"]
 
         def add(method: str, volume, seconds: float, **extra: Any) -> None:
-            rows.append({**base, "method": method, **volume_metrics(volume, scan.reference, mask), "seconds": seconds, **extra})
+            rows.append({**base, "method": method, **volume_metrics(volume, vols["reference"], mask), "seconds": seconds, **extra})
 
-        t = time.perf_counter()
-        add(FDK_ROW, fdk(scan.projections, scan.geometry, filter=filt), time.perf_counter() - t)
-        t = time.perf_counter()
-        geometry, report = _compensate(scan.projections, scan.geometry, settings, pose)
-        filtered, fgeom = fdk_filter(scan.projections, geometry, filter=filt)
-        ks = {m.cfg.n_segments for m in models.values() if m.cfg.use_segments} or {1}
-        segments = {k: segmented_backproject(filtered, fgeom, k) for k in ks}
-        compensated = next(iter(segments.values())).sum(axis=0)
-        add(COMPENSATED, compensated, time.perf_counter() - t, **report)
+        add(FDK_ROW, vols["fdk"], sec["fdk"])
+        add(COMPENSATED, vols["compensated"], sec["compensated_fdk"], **record["report"])
         for name, model in models.items():
             t = time.perf_counter()
-            seg = segments[model.cfg.n_segments] if model.cfg.use_segments else None
-            add(name, correct_volume(model, compensated, seg, batch_size=batch_size), time.perf_counter() - t)
-        t = time.perf_counter()
-        state = Scan.from_arrays(scan.geometry, projections=scan.projections, metadata={"id": f"{source}-{waveform}-{seed}"})
-        add(f"pipeline {pipeline}", run_pipeline(pipeline, state).volume, time.perf_counter() - t)
-        log.info("%s %s: %s", source, waveform, ", ".join(f"{r['method']} {r['psnr']:.2f} dB" for r in rows[-len(models) - 3:]))
+            seg = vols[f"segments_{model.cfg.n_segments}"] if model.cfg.use_segments else None
+            add(name, correct_volume(model, vols["compensated"], seg, batch_size=batch_size), time.perf_counter() - t)
+        add(f"pipeline {pipeline}", vols["pipeline"], sec["pipeline"], stage_seconds=record["pipeline_stage_seconds"])
+        for other in also_pipelines:
+            add(f"pipeline {other}", vols[f"pipeline:{other}"], sec[f"pipeline:{other}"])
+        n_rows = len(models) + 3 + len(also_pipelines)
+        log.info("%s %s: %s", spec[0], spec[1], ", ".join(f"{r['method']} {r['psnr']:.2f} dB" for r in rows[-n_rows:]))
     result = {"rows": rows, "config": cfg.to_dict(), "pipeline": pipeline, "estimation": settings, "pose": pose,
               "filter": filt, "networks": {k: v or "shipped" for k, v in networks.items()},
               "seconds": time.perf_counter() - t_start, "torch_threads": torch.get_num_threads()}
@@ -220,7 +296,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                                    "'none': no U-Net row)")
     p.add_argument("--extra", action="append", default=[], metavar="NAME=PATH", help="more weights to compare")
     p.add_argument("--pipeline", default="motion", help="the pipeline whose output is the last row (name or YAML)")
+    p.add_argument("--also-pipeline", action="append", default=[], metavar="PIPELINE",
+                   help="another pipeline (name or YAML) whose output is reported as a row; repeatable")
     p.add_argument("--threads", type=int, default=1, help="torch threads")
+    p.add_argument("--cache-dir", help="keep each scan's images here (all but the networks'); a rerun with other "
+                                       "weights then only runs the networks")
     p.add_argument("--out", help="folder for results.json and table.md")
     args = p.parse_args(argv)
     if not logging.getLogger().handlers:
@@ -241,7 +321,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         cfg = HeldOutConfig(volume_shape=tuple(args.shape), voxel_size=args.voxel_size, n_views=args.views,
                             sources=tuple(args.sources), waveforms=tuple(args.waveforms), repeats=args.repeats)
-        result = evaluate_motion(cfg, networks=networks, pipeline=args.pipeline, data_dir=args.data_dir)
+        result = evaluate_motion(cfg, networks=networks, pipeline=args.pipeline, data_dir=args.data_dir,
+                                cache_dir=args.cache_dir, also_pipelines=args.also_pipeline)
     except (FileNotFoundError, ValueError) as exc:
         log.error("%s", exc)
         return 2
