@@ -8,8 +8,15 @@ the motion-compensated geometry after each round. The per-view motion interpolat
 the group centres, and its mean pose over the scan is removed: only motion relative to the mean pose is
 observable (a rigid transform of the whole volume is not), and the mean pose is the reference the SBP-MAC data uses.
 
-Everything runs on a binned copy (detector and volume, ``binning`` × coarser) for speed; the estimated motion
-applies to the full-resolution geometry unchanged.
+Everything runs on a binned copy (detector and volume, ``binning`` × coarser; optionally every ``view_step``-th
+view) for speed; the estimated motion applies to the full-resolution geometry unchanged.
+
+Truncated scans (the rows do not fall to air at the detector's edges, :mod:`cbct.fdk.truncation`): the volume of
+the field of view lacks the anatomy outside it, so its reprojection cannot match the measured views even without
+motion. There the intermediate FDKs are truncation-corrected and the residual is high-pass: differences between
+neighbouring detector columns and rows (which drop the smooth contribution of what lies outside), only on the rays
+that cross the field of view and stay inside its z range (:func:`detector_weights`), with fewer, more regularised
+poses (``truncated_groups``, ``truncated_prior``). The choice and its measurements: ``docs/motion_correction.md``.
 """
 
 from __future__ import annotations
@@ -64,6 +71,7 @@ class MotionEstimationConfig:
         truncated_groups, truncated_prior: ``groups`` and ``prior`` used instead with the high-pass criterion
             (fewer, more regularised poses: the residual of a truncated scan is not zero even without motion).
         blur: half-width in pixels of a box blur (applied twice per axis) before the differences; 0: none.
+        view_step: estimate from every ``view_step``-th view (poses interpolated to the others), for speed.
         gate_mm, gate_gain: thresholds of the gate of :func:`cbct.motion_correction.correct_motion`: largest
             displacement in the field of view (mm) and relative drop of the gradient entropy of the image
             (:mod:`cbct.motion_sharpness`) from the nominal to the compensated geometry.
@@ -85,6 +93,7 @@ class MotionEstimationConfig:
     truncated_groups: tuple[int, ...] = (8, 8, 16)
     truncated_prior: float = 0.1
     blur: int = 0
+    view_step: int = 1
     gate_mm: float = 0.5
     gate_gain: float = 0.001
 
@@ -99,6 +108,8 @@ class MotionEstimationConfig:
         if self.step_mm <= 0 or self.damping <= 0 or self.max_step_mm <= 0 or min(self.prior, self.smoothness, self.jump_mm) < 0:
             raise ValueError("step_mm, damping and max_step_mm must be > 0; prior, smoothness and jump_mm >= 0")
         check_truncation_mode(self.truncation)
+        if self.view_step < 1:
+            raise ValueError(f"view_step must be >= 1, got {self.view_step}")
         if not self.truncated_groups or min(self.truncated_groups) < 1 or self.truncated_prior < 0 or self.blur < 0:
             raise ValueError("truncated_groups must be positive integers; truncated_prior and blur >= 0")
         if self.grid_scale < 1 or self.highpass not in ("auto", True, False):
@@ -296,6 +307,11 @@ def estimate_rigid_motion(
     return estimate_motion(projections, geom, config)[0]
 
 
+def _radius(geom: ConeGeometry) -> float:
+    """Radius (mm) at which rotations are measured in mm: half the grid's smaller in-plane side."""
+    return float(min(geom.volume.size[1:]) / 2)
+
+
 def _criterion(volume, geom: ConeGeometry, target, weights, blur: int) -> float:
     """Sum of squares of the high-pass residual of all views."""
     r = _highpass(project(volume, geom), weights, blur) - target
@@ -326,8 +342,14 @@ def estimate_motion(
         projections = np.asarray(projections)
     if projections.ndim != 3 or projections.shape != geom.projection_shape:
         raise ValueError(f"projections must have shape {geom.projection_shape} (the geometry's), got {projections.shape}")
-    if max(cfg.groups + cfg.truncated_groups) > geom.n_views:
-        raise ValueError(f"groups={cfg.groups} asks for more groups than the {geom.n_views} views")
+    if max(cfg.groups + cfg.truncated_groups) * cfg.view_step > geom.n_views:
+        raise ValueError(f"groups={cfg.groups} asks for more groups than the {geom.n_views} views (view_step {cfg.view_step})")
+    if cfg.view_step > 1:
+        kept = np.arange(0, geom.n_views, cfg.view_step)
+        sub, stats = estimate_motion(projections[kept], geom[kept], dataclasses.replace(cfg, view_step=1))
+        params = np.concatenate([sub.rotation_vectors() * _radius(geom), sub.translations], axis=1)
+        per_view = interpolate_poses(params, kept.astype(np.float64), geom.n_views)
+        return _motion(per_view - per_view.mean(axis=0), _radius(geom), sub.pivot), stats
     t0 = time.perf_counter()
     small, small_geom = bin_scan(projections.astype(np.float32, copy=False), geom, cfg.binning)
     xp = array_module(small)
@@ -346,7 +368,7 @@ def estimate_motion(
         wide = tuple(max(2, int(round(n * cfg.grid_scale))) for n in fov.shape[1:])
         small_geom = small_geom.with_volume(VolumeGrid((fov.shape[0], *wide), fov.voxel_size, fov.offset))
     pivot = np.asarray(geom.volume.offset[::-1], np.float64)  # volume centre, world (x, y, z)
-    radius = float(min(geom.volume.size[1:]) / 2)
+    radius = _radius(geom)
     per_view = np.zeros((geom.n_views, 6))
 
     def reconstruct(g: ConeGeometry):
