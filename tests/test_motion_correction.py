@@ -99,3 +99,19 @@ def test_relative_to_pose_makes_the_chosen_view_still():
         relative_to_pose(motion, "last")
     with pytest.raises(ValueError, match="outside"):
         relative_to_pose(motion, 7)
+
+
+def test_pipeline_writes_the_pose_and_the_decision(inside_scan, tmp_path):
+    from cbct.io import read_volume
+    from cbct.pipeline import Pipeline, Stage, run_pipeline
+
+    volume, geom = inside_scan
+    scan = cbct.Scan.from_arrays(geom, projections=project(volume, geom), metadata={"id": "still"})
+    pipe = Pipeline("p", [Stage("motion_compensation", {"groups": [4], "pose": "mean"}), Stage("fdk", {"filter": "hann"}),
+                          Stage("export", {"formats": ["hdf5"]})])
+    result = run_pipeline(pipe, scan, out_dir=tmp_path)
+    report = result.metadata["motion_correction"]
+    assert report["pose"] == "mean" and report["moved"] is False and result.metadata["pose"] == "mean"
+    written = read_volume(result.outputs["hdf5"])
+    assert written.metadata["pose"] == "mean" and written.metadata["motion_corrected"] is False
+    np.testing.assert_array_equal(written.data, cbct.fdk(scan.projections, geom, filter="hann"))

@@ -90,6 +90,8 @@ def run_job(job: Job, settings: RunSettings, *, force: bool = False, on_stage: S
                            "origin_mm": list(result.origin), "axes": "z, y, x", "units": "mm^-1"},
                 "cbct_version": __version__, "fingerprint": job.fingerprint, "fingerprint_digest": job.digest,
             }
+            if "motion_correction" in result.metadata:  # the gate's decision, per-view motion and declared pose
+                record["motion_correction"] = result.metadata["motion_correction"]
             if result.profile is not None:
                 record["profile"] = result.profile.to_dict()
                 if settings.trace:

@@ -255,6 +255,9 @@ def export_stage(
         return state
     data = np.asarray(to_host(state.volume), dtype=np.float32)
     meta = {"units": "mm^-1", "scan_id": state.metadata.get("id"), "pipeline": state.extras.get("pipeline")}
+    if "motion_correction" in state.metadata:  # the declared pose of a motion-corrected volume
+        meta["pose"] = state.metadata["motion_correction"]["pose"]
+        meta["motion_corrected"] = state.metadata["motion_correction"]["moved"]
     volume = Volume(data, state.geometry.volume, meta)
     outputs = dict(state.extras.get("outputs", {}))
     for fmt in formats:
