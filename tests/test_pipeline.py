@@ -38,7 +38,8 @@ def test_builtin_pipelines_validate():
     fdk = load_pipeline("fdk")
     assert [s.stage for s in fdk.stages] == ["preprocess", "fdk", "export"]
     fdk.resolve()  # our stages import and their parameters match their signatures
-    assert [s.stage for s in load_pipeline("motion").stages] == ["preprocess", "sbp_mac", "export"]
+    assert [s.stage for s in load_pipeline("motion").stages] == ["preprocess", "motion_compensation", "fdk", "export"]
+    assert [s.stage for s in load_pipeline("motion_sbp_mac").stages] == ["preprocess", "motion_compensation", "sbp_mac", "export"]
     assert [s.stage for s in load_pipeline("sparse_view.yaml").stages] == [
         "preprocess", "bbc_completion", "fdk", "bbc_restoration", "export"]
     assert STAGES["sbp_mac"] == "cbct.sbp_mac.stage:sbp_mac_stage"
