@@ -83,14 +83,15 @@ def test_shipped_weights_load_and_run(name):
     assert out.shape == (3, 32, 32) and torch.isfinite(out).all()
 
 
-def test_motion_pipeline_returns_a_volume_from_python(tmp_path, monkeypatch):
+@pytest.mark.parametrize("name", ["motion", "motion_sbp_mac"])
+def test_motion_pipelines_return_a_volume_from_python(name, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     geom = cbct.ConeGeometry.circular(dso=300.0, dsd=450.0, detector_shape=(20, 40), detector_pixel_size=1.5,
                                       volume_shape=(8, 24, 24), voxel_size=1.0, n_views=64)
     vol = np.zeros(geom.volume.shape, np.float32)
     vol[2:6, 6:18, 6:18] = 0.02
     scan = cbct.Scan.from_arrays(geom, projections=cbct.project(vol, geom), metadata={"id": "still"})
-    result = cbct.run_pipeline("motion", scan)
+    result = cbct.run_pipeline(name, scan)
     assert result.volume.shape == geom.volume.shape and np.isfinite(result.volume).all()
     assert list(tmp_path.iterdir()) == []
 
