@@ -30,7 +30,7 @@ import numpy as np
 from cbct._checks import check_fields
 from cbct.fdk import fdk
 from cbct.geometry import ConeGeometry, VolumeGrid
-from cbct.sbp_mac.data import AIR_FLOOR, WATER_MU
+from cbct.sbp_mac.objects import AIR_FLOOR, WATER_MU
 from cbct.sbp_mac.truncated import fov_geometry
 from cbct.simulation.motion import WAVEFORMS, RigidMotion, evaluate_motion, sample_motion_parameters
 from cbct.simulation.noise import add_noise

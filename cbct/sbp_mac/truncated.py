@@ -41,7 +41,8 @@ from cbct.geometry import ConeGeometry, VolumeGrid
 from cbct.operators import project, segmented_backproject
 from cbct.phantoms.dental import dental_phantom
 from cbct.sbp_mac.cache import Sample, SplitArrays, content_key, load_split, write_split
-from cbct.sbp_mac.data import SampleSpec, _streams, random_dental_head
+from cbct.sbp_mac.data import SampleSpec, _streams
+from cbct.sbp_mac.objects import random_dental_head
 from cbct.simulation.motion import RigidMotion, evaluate_motion, sample_motion_parameters
 from cbct.simulation.noise import add_noise
 
