@@ -329,7 +329,7 @@ def restoration_volumes(cfg: dict, completion_path: pathlib.Path, dev: torch.dev
     """(input, target) volume pairs: FDK of the network-completed noisy sparse scans, FDK of the clean full scans.
 
     Cached by scan, completion weights and sources. ``restoration.sequences`` training sequences, evenly spread over
-    the training list (every source represented; sources with their own ``scan`` are skipped), are used, each times
+    the training list (every source represented; sources with another detector are skipped), are used, each times
     an attenuation calibration drawn log-uniformly in ``noise.scale_range``, at every factor of
     ``restoration.factors`` with a seeded first kept view and noise; with ``restoration.blur_sigma_max > 0`` each clean sequence is first blurred
     on the detector by a Gaussian of random width up to that many pixels (smoother anatomy than the phantoms).
@@ -342,7 +342,8 @@ def restoration_volumes(cfg: dict, completion_path: pathlib.Path, dev: torch.dev
     scan = ScanConfig.from_dict(cfg["scan"])
     geom = scan.geometry()
     cache_dir = resolve_path(cfg["cache_dir"])
-    sources = [src for src in cfg["data"]["train"] if "scan" not in src]  # the volumes share the config's grid
+    # the volumes share the config's detector and grid (a source may only enlarge the grid its phantom is made on)
+    sources = [src for src in cfg["data"]["train"] if set(src.get("scan", {})) <= {"volume_shape"}]
     all_seqs = load_sequences(scan, sources, cache_dir=cache_dir)
     # evenly spread over the training list, so every source (phantoms and anatomy) is represented
     pick = np.unique(np.round(np.linspace(0, len(all_seqs) - 1, min(int(rc["sequences"]), len(all_seqs)))).astype(int))
