@@ -355,8 +355,8 @@ def estimate_motion(
     xp = array_module(small)
     small = xp.ascontiguousarray(small)
     truncation = check_truncation_mode(cfg.truncation)
-    if truncation == "auto":
-        truncation = detect_truncation(small)
+    if truncation == "auto":  # on the full detector: a binned edge column also holds pixels further in
+        truncation = detect_truncation(projections)
     weights = tuple(xp.asarray(w) for w in detector_weights(small_geom))
     if not (truncation if cfg.highpass == "auto" else cfg.highpass):
         weights = None  # consistent data: the plain residual over the whole detector
