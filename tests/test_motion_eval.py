@@ -22,14 +22,6 @@ TINY = TruncatedScanConfig(volume_shape=(8, 32, 32), voxel_size=(1.6, 2.0), n_vi
                            outer_half_width_mm=60.0, head_radius_mm=(45.0, 55.0), outer_voxel_factor=1.0)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def test_truncated_training_scans_overflow_the_grid_and_vary_in_scale():
     samples = [simulate_truncated_sample(SampleSpec("ellipsoids", seed, "jerk"), TINY) for seed in (1, 2, 3)]
     for s in samples:

@@ -21,9 +21,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import logging
-import pathlib
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -202,10 +200,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     table = format_table(result)
     print(table)
     if args.out:
-        out = pathlib.Path(args.out)
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "results.json").write_text(json.dumps({**result, "methods": {k: v or "shipped" for k, v in methods.items()}}, indent=2))
-        (out / "table.md").write_text(table + "\n")
+        from cbct.sbp_mac.evaluate_motion import write_outputs
+
+        write_outputs(args.out, {**result, "methods": {k: v or "shipped" for k, v in methods.items()}}, table)
     return 0
 
 

@@ -40,7 +40,7 @@ from cbct.sbp_mac.inference import correct_volume, fov_mask, load_weights, volum
 
 log = logging.getLogger(__name__)
 
-__all__ = ["COMPENSATED", "decision", "evaluate_motion", "format_tables", "main", "pipeline_estimation"]
+__all__ = ["COMPENSATED", "decision", "evaluate_motion", "format_tables", "main", "pipeline_estimation", "write_outputs"]
 
 FDK_ROW = "FDK"
 COMPENSATED = "compensated FDK"
@@ -278,10 +278,18 @@ def format_tables(result: dict[str, Any]) -> str:
     return "\n\n".join(parts + ["\n".join(f"- {n}" for n in notes)]) + "\n"
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of ``cbct eval motion``."""
+def write_outputs(out_dir: str | pathlib.Path, result: dict[str, Any], table: str) -> None:
+    """``results.json`` and ``table.md`` in ``out_dir``, each written atomically."""
     from cbct.io.atomic import write_text_atomic
 
+    out = pathlib.Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(out / "results.json", json.dumps(result, indent=2, default=str))
+    write_text_atomic(out / "table.md", table if table.endswith("\n") else table + "\n")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``cbct eval motion``."""
     d = HeldOutConfig()
     p = argparse.ArgumentParser(prog="cbct eval motion", description=__doc__.split("\n\n")[0])
     p.add_argument("--sources", nargs="+", default=list(d.sources), help="head_mha, tigre_head")
@@ -329,10 +337,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     table = format_tables(result)
     print(table)
     if args.out:
-        out = pathlib.Path(args.out)
-        out.mkdir(parents=True, exist_ok=True)
-        write_text_atomic(out / "results.json", json.dumps(result, indent=2, default=str))
-        write_text_atomic(out / "table.md", table)
+        write_outputs(args.out, result, table)
     return 0
 
 
