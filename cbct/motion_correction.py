@@ -118,7 +118,7 @@ def correct_motion(
     Returns:
         A :class:`MotionCorrection`; when not moved, ``geometry is geom``.
     """
-    cfg = config or MotionEstimationConfig()
+    cfg = (config or MotionEstimationConfig()).for_scan(geom)
     index, label = _pose_index(pose, geom.n_views)  # checked before the work
     t0 = time.perf_counter()
     estimate, stats = estimate_motion(projections, geom, cfg)
@@ -142,7 +142,7 @@ def correct_motion(
             "criterion_relative_gain": round(stats["relative_gain"], 5),
         },
         "estimate": {"largest_displacement_mm": round(largest, 4), **_per_view(relative)},
-        "truncation": stats["truncation"],
+        "truncation": stats["truncation"], "binning": cfg.binning, "view_step": cfg.view_step,
         "seconds": round(seconds, 3),
     }
     if moved:

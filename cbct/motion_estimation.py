@@ -51,7 +51,8 @@ class MotionEstimationConfig:
         groups: one reconstruct-and-register round per entry: the number of contiguous groups of views, one rigid
             pose each, in that round (coarse first: long groups see more of the object, short ones follow a jerk).
         iterations: Levenberg–Marquardt iterations per group and round.
-        binning: detector pixels and voxels merged per axis for the estimation.
+        binning: detector pixels and voxels merged per axis for the estimation; ``"auto"``: 2, or more so that the
+            binned grid is at most 64 voxels across in x and y (:meth:`for_scan`).
         filter: FDK ramp window of the intermediate reconstructions.
         step_mm: finite-difference step of the Jacobian, mm (rotations: mm at the volume's radius).
         damping: initial Levenberg–Marquardt damping, relative to the diagonal of ``JᵀJ``.
@@ -63,15 +64,13 @@ class MotionEstimationConfig:
             0: quadratic everywhere.
         truncation: truncation correction of the intermediate FDKs (``"auto"``, ``"on"``/``True``, ``"off"``/``False``;
             :mod:`cbct.fdk.truncation`).
-        grid_scale: the intermediate reconstructions' grid is this many times wider in x and y than the field of
-            view (to hold some of the anatomy outside it).
         highpass: the criterion: ``True`` compares row and column differences of the views, only on rays through
             the field of view (:func:`detector_weights`), which a truncated scan can match; ``False`` the views
             themselves; ``"auto"``: high-pass when the scan is truncated.
         truncated_groups, truncated_prior: ``groups`` and ``prior`` used instead with the high-pass criterion
             (fewer, more regularised poses: the residual of a truncated scan is not zero even without motion).
-        blur: half-width in pixels of a box blur (applied twice per axis) before the differences; 0: none.
-        view_step: estimate from every ``view_step``-th view (poses interpolated to the others), for speed.
+        view_step: estimate from every ``view_step``-th view (poses interpolated to the others), for speed;
+            ``"auto"``: one view in ``n_views // 120`` (at least 1).
         gate_mm, gate_gain: thresholds of the gate of :func:`cbct.motion_correction.correct_motion`: largest
             displacement in the field of view (mm) and relative drop of the gradient entropy of the image
             (:mod:`cbct.motion_sharpness`) from the nominal to the compensated geometry.
@@ -79,7 +78,7 @@ class MotionEstimationConfig:
 
     groups: tuple[int, ...] = (16, 16, 32, 32)
     iterations: int = 4
-    binning: int = 2
+    binning: int | str = "auto"
     filter: str = "hann"
     step_mm: float = 0.1
     damping: float = 1e-2
@@ -88,34 +87,40 @@ class MotionEstimationConfig:
     smoothness: float = 1.0
     jump_mm: float = 0.2
     truncation: str | bool = "auto"
-    grid_scale: float = 1.0
     highpass: str | bool = "auto"
     truncated_groups: tuple[int, ...] = (8, 8, 16)
     truncated_prior: float = 0.1
-    blur: int = 0
-    view_step: int = 1
+    view_step: int | str = "auto"
     gate_mm: float = 0.5
     gate_gain: float = 0.001
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "groups", tuple(int(g) for g in self.groups))
         object.__setattr__(self, "truncated_groups", tuple(int(g) for g in self.truncated_groups))
-        if not self.groups or min(self.groups) < 1 or self.iterations < 1 or self.binning < 1:
+        for name in ("binning", "view_step"):
+            value = getattr(self, name)
+            if value != "auto" and (isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1):
+                raise ValueError(f"{name} must be a positive integer or 'auto', got {value!r}")
+        if not self.groups or min(self.groups) < 1 or self.iterations < 1:
             raise ValueError(
-                f"groups must be positive integers (at least one round), iterations and binning >= 1; got "
-                f"{self.groups}, {self.iterations}, {self.binning}"
+                f"groups must be positive integers (at least one round) and iterations >= 1; got "
+                f"{self.groups}, {self.iterations}"
             )
         if self.step_mm <= 0 or self.damping <= 0 or self.max_step_mm <= 0 or min(self.prior, self.smoothness, self.jump_mm) < 0:
             raise ValueError("step_mm, damping and max_step_mm must be > 0; prior, smoothness and jump_mm >= 0")
         check_truncation_mode(self.truncation)
-        if self.view_step < 1:
-            raise ValueError(f"view_step must be >= 1, got {self.view_step}")
-        if not self.truncated_groups or min(self.truncated_groups) < 1 or self.truncated_prior < 0 or self.blur < 0:
-            raise ValueError("truncated_groups must be positive integers; truncated_prior and blur >= 0")
-        if self.grid_scale < 1 or self.highpass not in ("auto", True, False):
-            raise ValueError(f"grid_scale must be >= 1 and highpass 'auto', True or False; got {self.grid_scale}, {self.highpass!r}")
+        if not self.truncated_groups or min(self.truncated_groups) < 1 or self.truncated_prior < 0:
+            raise ValueError("truncated_groups must be positive integers and truncated_prior >= 0")
+        if self.highpass not in ("auto", True, False):
+            raise ValueError(f"highpass must be 'auto', True or False, got {self.highpass!r}")
         if self.gate_mm < 0 or self.gate_gain < 0:
             raise ValueError(f"gate_mm and gate_gain must be >= 0, got {self.gate_mm}, {self.gate_gain}")
+
+    def for_scan(self, geom: ConeGeometry) -> MotionEstimationConfig:
+        """These settings with ``"auto"`` binning and view step resolved for ``geom``."""
+        binning = max(2, -(-max(geom.volume.shape[1:]) // 64)) if self.binning == "auto" else int(self.binning)
+        step = max(1, geom.n_views // 120) if self.view_step == "auto" else int(self.view_step)
+        return dataclasses.replace(self, binning=binning, view_step=step)
 
     def to_dict(self) -> dict[str, Any]:
         return {**dataclasses.asdict(self), "groups": list(self.groups), "truncated_groups": list(self.truncated_groups)}
@@ -158,33 +163,13 @@ def _motion(params: np.ndarray, radius: float, pivot: np.ndarray) -> RigidMotion
     return RigidMotion(rotation_matrices(params[:, :3] / radius), params[:, 3:], pivot)
 
 
-def _box(views, width: int, axis: int):
-    """Moving average over ``2 width + 1`` samples along ``axis`` (edges replicated), same shape."""
-    xp = array_module(views)
-    pad = [(0, 0)] * views.ndim
-    pad[axis] = (width + 1, width)
-    c = xp.cumsum(xp.pad(views, pad, mode="edge"), axis=axis, dtype=xp.float32)
-    n = views.shape[axis]
-    hi = xp.take(c, xp.arange(2 * width + 1, 2 * width + 1 + n), axis=axis)
-    lo = xp.take(c, xp.arange(0, n), axis=axis)
-    return (hi - lo) / (2 * width + 1)
-
-
-def _blur(views, width: int):
-    for axis in (-1, -2, -1, -2):
-        views = _box(views, width, axis)
-    return views
-
-
-def _highpass(views, weights, blur: int = 0):
+def _highpass(views, weights):
     """(n, M) differences of (n, nv, nu) views between neighbouring columns and between neighbouring rows, times
     the detector weights ``(wu, wv)`` of shapes (nv, nu − 1) and (nv − 1, nu) (:func:`detector_weights`)."""
     xp = array_module(views)
     n = views.shape[0]
     if weights is None:
         return views.reshape(n, -1)
-    if blur:
-        views = _blur(views, blur)
     du = (views[..., 1:] - views[..., :-1]) * weights[0]
     dv = (views[..., 1:, :] - views[..., :-1, :]) * weights[1]
     return xp.concatenate([du.reshape(n, -1), dv.reshape(n, -1)], axis=1)
@@ -214,10 +199,10 @@ def detector_weights(geom: ConeGeometry, margin: float = 0.9) -> tuple[np.ndarra
     return keep(u[:-1] + 0.5, v), keep(u, v[:-1] + 0.5)
 
 
-def _residual(volume, geom: ConeGeometry, target, weights, params: np.ndarray, radius: float, pivot: np.ndarray, blur: int):
+def _residual(volume, geom: ConeGeometry, target, weights, params: np.ndarray, radius: float, pivot: np.ndarray):
     """Flat float64 high-pass residual of one group's views, on the device of ``volume``."""
     moved = _motion(np.broadcast_to(params, (geom.n_views, 6)), radius, pivot).apply(geom)
-    return (_highpass(project(volume, moved), weights, blur) - target).ravel().astype(np.float64)
+    return (_highpass(project(volume, moved), weights) - target).ravel().astype(np.float64)
 
 
 def _normal_equations(jac, r) -> tuple[np.ndarray, np.ndarray]:
@@ -245,7 +230,7 @@ def _register_groups(
     diff = np.diff(np.eye(n_groups), axis=0)
 
     def residuals(t: np.ndarray) -> list[np.ndarray]:
-        return [_residual(volume, geoms[g], target[views[g]], weights, t[g], radius, pivot, cfg.blur) for g in range(n_groups)]
+        return [_residual(volume, geoms[g], target[views[g]], weights, t[g], radius, pivot) for g in range(n_groups)]
 
     def penalty(t: np.ndarray) -> float:
         jumps = np.linalg.norm(diff @ t, axis=1)
@@ -274,7 +259,7 @@ def _register_groups(
             for j in range(6):
                 probe = theta[k].copy()
                 probe[j] += cfg.step_mm
-                jac[:, j] = (_residual(volume, geoms[k], target[views[k]], weights, probe, radius, pivot, cfg.blur) - rs[k]) / cfg.step_mm
+                jac[:, j] = (_residual(volume, geoms[k], target[views[k]], weights, probe, radius, pivot) - rs[k]) / cfg.step_mm
             a[6 * k:6 * k + 6, 6 * k:6 * k + 6], g[6 * k:6 * k + 6] = _normal_equations(jac, rs[k])
         if scale is None:  # fixed for the call, so that the cost does not change between iterations
             scale = float(np.mean(np.diag(a)))
@@ -312,9 +297,9 @@ def _radius(geom: ConeGeometry) -> float:
     return float(min(geom.volume.size[1:]) / 2)
 
 
-def _criterion(volume, geom: ConeGeometry, target, weights, blur: int) -> float:
+def _criterion(volume, geom: ConeGeometry, target, weights) -> float:
     """Sum of squares of the high-pass residual of all views."""
-    r = _highpass(project(volume, geom), weights, blur) - target
+    r = _highpass(project(volume, geom), weights) - target
     return float((r * r).sum())
 
 
@@ -337,7 +322,7 @@ def estimate_motion(
         reconstruction in the compensated geometry (``criterion_compensated``), ``relative_gain``
         (``1 − compensated / nominal``), ``truncation`` (whether the intermediate FDKs corrected it).
     """
-    cfg = config or MotionEstimationConfig()
+    cfg = (config or MotionEstimationConfig()).for_scan(geom)
     if type(projections).__module__.split(".")[0] != "cupy":
         projections = np.asarray(projections)
     if projections.ndim != 3 or projections.shape != geom.projection_shape:
@@ -362,11 +347,7 @@ def estimate_motion(
         weights = None  # consistent data: the plain residual over the whole detector
     elif truncation:  # inconsistent data: fewer, more regularised poses
         cfg = dataclasses.replace(cfg, groups=cfg.truncated_groups, prior=cfg.truncated_prior)
-    target = _highpass(small, weights, cfg.blur)
-    if cfg.grid_scale != 1.0:
-        fov = small_geom.volume
-        wide = tuple(max(2, int(round(n * cfg.grid_scale))) for n in fov.shape[1:])
-        small_geom = small_geom.with_volume(VolumeGrid((fov.shape[0], *wide), fov.voxel_size, fov.offset))
+    target = _highpass(small, weights)
     pivot = np.asarray(geom.volume.offset[::-1], np.float64)  # volume centre, world (x, y, z)
     radius = _radius(geom)
     per_view = np.zeros((geom.n_views, 6))
@@ -375,7 +356,7 @@ def estimate_motion(
         return fdk(small, g, filter=cfg.filter, truncation=truncation)
 
     volume = reconstruct(small_geom)
-    nominal = _criterion(volume, small_geom, target, weights, cfg.blur)
+    nominal = _criterion(volume, small_geom, target, weights)
     for rnd, n_groups in enumerate(cfg.groups):
         starts = segment_starts(geom.n_views, n_groups)
         centres = (starts[:-1] + starts[1:] - 1) / 2.0
@@ -386,7 +367,7 @@ def estimate_motion(
         volume = reconstruct(_motion(per_view, radius, pivot).apply(small_geom))
         log.debug("motion estimation round %d (%d groups): largest pose %.3f mm", rnd + 1, n_groups, float(np.abs(groups).max()))
     motion = _motion(per_view, radius, pivot)
-    compensated = _criterion(volume, motion.apply(small_geom), target, weights, cfg.blur)
+    compensated = _criterion(volume, motion.apply(small_geom), target, weights)
     stats = {"criterion_nominal": nominal, "criterion_compensated": compensated,
              "relative_gain": 1.0 - compensated / nominal if nominal > 0 else 0.0, "truncation": bool(truncation)}
     log.info("rigid motion estimated in %.1f s (groups per round %s; criterion %.4g -> %.4g)",
