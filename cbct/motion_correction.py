@@ -7,7 +7,8 @@ geometry unless both tests say the scan moved:
   least ``gate_mm`` between views;
 - the image gets sharper: the gradient entropy of the (binned) FDK image in the field of view
   (:mod:`cbct.motion_sharpness`) drops by at least the fraction ``gate_gain`` from the nominal geometry to the
-  compensated one. This test does not use the estimation's own criterion (a reprojection residual, which a truncated
+  compensated one. The compensated geometry is the estimate times the factor among 0.25, 0.5, …, ``max_scale``
+  that gives the sharpest image (a one-parameter autofocus: the registration underestimates a jerk). This test does not use the estimation's own criterion (a reprojection residual, which a truncated
   scan can fool), and a wrong geometry makes the image less sharp.
 
 A still scan therefore comes back with ``geometry is geom`` and a bit-identical reconstruction. A moving one is
@@ -103,6 +104,11 @@ def _per_view(motion: RigidMotion) -> dict[str, list]:
     }
 
 
+def _scaled(motion: RigidMotion, factor: float) -> RigidMotion:
+    """The motion with its rotation vectors and translations (about its own reference) times ``factor``."""
+    return RigidMotion.from_vectors(motion.rotation_vectors() * factor, motion.translations * factor, motion.pivot)
+
+
 def correct_motion(
     projections, geom: ConeGeometry, *, config: MotionEstimationConfig | None = None, pose: str | int = "first"
 ) -> MotionCorrection:
@@ -122,12 +128,16 @@ def correct_motion(
     index, label = _pose_index(pose, geom.n_views)  # checked before the work
     t0 = time.perf_counter()
     estimate, stats = estimate_motion(projections, geom, cfg)
+    scales = np.arange(0.25, cfg.max_scale + 1e-9, 0.25) if cfg.max_scale > 0 else np.array([1.0])
+    candidates = [_scaled(estimate, a) for a in scales]
+    small, small_geom = bin_scan(projections, geom, cfg.binning)
+    entropy = sharpness_of_motions(small, small_geom, [None, *candidates], filter=cfg.filter,
+                                   truncation="on" if stats["truncation"] else "off")
+    best = int(np.argmin(entropy[1:]))
+    estimate, before, after = candidates[best], entropy[0], entropy[1 + best]
     relative, label = relative_to_pose(estimate, "mean" if index is None else index)
     largest = float(relative.displacement_mm(fov_points(geom)).max())
     spread = float(estimate.displacement_mm(fov_points(geom)).max())
-    small, small_geom = bin_scan(projections, geom, cfg.binning)
-    before, after = sharpness_of_motions(small, small_geom, [None, estimate], filter=cfg.filter,
-                                         truncation="on" if stats["truncation"] else "off")
     gain = (before - after) / before
     moved = spread >= cfg.gate_mm and gain >= cfg.gate_gain
     seconds = time.perf_counter() - t0
@@ -137,7 +147,7 @@ def correct_motion(
         "gate": {
             "displacement_mm": round(spread, 4), "displacement_threshold_mm": cfg.gate_mm,
             "entropy_nominal": round(before, 6), "entropy_compensated": round(after, 6),
-            "relative_gain": round(gain, 6), "gain_threshold": cfg.gate_gain,
+            "relative_gain": round(gain, 6), "gain_threshold": cfg.gate_gain, "scale": float(scales[best]),
             "criterion_nominal": stats["criterion_nominal"], "criterion_compensated": stats["criterion_compensated"],
             "criterion_relative_gain": round(stats["relative_gain"], 5),
         },

@@ -74,6 +74,8 @@ class MotionEstimationConfig:
         gate_mm, gate_gain: thresholds of the gate of :func:`cbct.motion_correction.correct_motion`: largest
             displacement in the field of view (mm) and relative drop of the gradient entropy of the image
             (:mod:`cbct.motion_sharpness`) from the nominal to the compensated geometry.
+        max_scale: the estimate's amplitude is chosen by the same sharpness among the multiples 0, 0.25, …,
+            ``max_scale`` of the estimate (the registration underestimates a jerk); 0: the estimate as it is.
     """
 
     groups: tuple[int, ...] = (16, 16, 32, 32)
@@ -93,6 +95,7 @@ class MotionEstimationConfig:
     view_step: int | str = "auto"
     gate_mm: float = 0.5
     gate_gain: float = 0.001
+    max_scale: float = 3.0
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "groups", tuple(int(g) for g in self.groups))
@@ -113,8 +116,9 @@ class MotionEstimationConfig:
             raise ValueError("truncated_groups must be positive integers and truncated_prior >= 0")
         if self.highpass not in ("auto", True, False):
             raise ValueError(f"highpass must be 'auto', True or False, got {self.highpass!r}")
-        if self.gate_mm < 0 or self.gate_gain < 0:
-            raise ValueError(f"gate_mm and gate_gain must be >= 0, got {self.gate_mm}, {self.gate_gain}")
+        if self.gate_mm < 0 or self.gate_gain < 0 or self.max_scale < 0:
+            raise ValueError(f"gate_mm, gate_gain and max_scale must be >= 0, got {self.gate_mm}, {self.gate_gain}, "
+                             f"{self.max_scale}")
 
     def for_scan(self, geom: ConeGeometry) -> MotionEstimationConfig:
         """These settings with ``"auto"`` binning and view step resolved for ``geom``."""

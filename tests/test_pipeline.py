@@ -71,7 +71,8 @@ def test_motion_compensation_stage_feeds_fdk_the_compensated_geometry(geometry):
     step = (np.arange(n) >= 30).astype(float) - 18 / n
     motion = RigidMotion.from_vectors(np.outer(step, np.radians([0.0, 0.0, 2.0])), np.outer(step, [1.5, 0.0, 0.0]))
     moving = Scan.from_arrays(geometry, projections=shepp_logan_projections(motion.apply(geometry)), metadata={"id": "m"})
-    pipe = Pipeline("p", [Stage("motion_compensation", {"groups": [8, 8]}), Stage("fdk", {"filter": "hann"})])
+    # the motion is centred on its mean pose, the pose of the reference below: declare it
+    pipe = Pipeline("p", [Stage("motion_compensation", {"groups": [8, 8], "pose": "mean"}), Stage("fdk", {"filter": "hann"})])
     pipe.resolve()
     result = run_pipeline(pipe, moving)
     estimated = result.state.extras["motion"]
