@@ -83,6 +83,16 @@ def test_restoration_is_scale_equivariant(c):
         fixed(torch.zeros(1, 3, 8, 8), torch.ones(1))
 
 
+def test_shipped_weights_load_with_the_new_normalisation():
+    """The shipped networks are the issue-13 ones: residual completion, scale-normalised restoration, trained, and
+    never trained on the held-out anatomy."""
+    flow, rest = load_completion(), load_restoration()
+    assert flow.config.residual and flow.config.gate
+    assert rest.config.normalise == "volume"
+    assert flow.meta["steps"] > 0 and rest.meta["steps"] > 0
+    assert not any(src["kind"] in ("tigre_head", "head_mha") for src in flow.meta["data"])
+
+
 def test_patterns_keep_the_stated_views():
     every8 = pattern_indices(Pattern("8x", step=8), 360, seed=0)
     assert every8.size == 45 and np.all(np.diff(every8) == 8)
