@@ -52,3 +52,14 @@ def to_host(x: Any) -> Any:
     if module == "torch":
         return x.detach().cpu().numpy()
     return np.asarray(x)
+
+
+def to_device(x: Any, device: str) -> Any:
+    """``x`` as a NumPy array (``device="cpu"``) or a CuPy array on ``cuda[:N]``."""
+    if device == "cpu":
+        return to_host(x)
+    import cupy
+
+    index = int(device.split(":")[1]) if ":" in device else 0
+    with cupy.cuda.Device(index):
+        return cupy.asarray(x)

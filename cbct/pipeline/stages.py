@@ -14,36 +14,15 @@ from typing import Any
 
 import numpy as np
 
+from cbct.backend import to_device, to_host
+from cbct.constants import MU_WATER
 from cbct.fdk.filters import FILTERS
 from cbct.geometry import VolumeGrid
 from cbct.pipeline.state import PipelineState
 
 log = logging.getLogger(__name__)
 
-__all__ = ["preprocess_stage", "fdk_stage", "export_stage", "to_device", "to_host"]
-
-
-def to_device(x: Any, device: str) -> Any:
-    """``x`` as a NumPy array (``device="cpu"``) or a CuPy array on ``cuda[:N]``."""
-    if device == "cpu":
-        return to_host(x)
-    import cupy
-
-    index = int(device.split(":")[1]) if ":" in device else 0
-    with cupy.cuda.Device(index):
-        return cupy.asarray(x)
-
-
-def to_host(x: Any) -> Any:
-    """A NumPy array from NumPy, CuPy or torch data (``None`` stays ``None``)."""
-    if x is None or isinstance(x, np.ndarray):
-        return x
-    module = type(x).__module__.split(".")[0]
-    if module == "cupy":
-        return x.get()
-    if module == "torch":
-        return x.detach().cpu().numpy()
-    return np.asarray(x)
+__all__ = ["preprocess_stage", "fdk_stage", "export_stage"]
 
 
 # ---------------------------------------------------------------------------------------------------- preprocess
@@ -224,7 +203,7 @@ def export_stage(
     formats: Sequence[str] = ("hdf5",),
     stem: str = "volume",
     dir: str | None = None,
-    mu_water: float = 0.02,
+    mu_water: float = MU_WATER,
     window: Sequence[float] | None = None,
 ) -> PipelineState:
     """Write the volume in ``formats`` (``hdf5``, ``nifti``, ``dicom``, ``png``) to ``dir`` (default: the run's
@@ -239,7 +218,7 @@ def export_stage(
         window: grey window ``[low, high]`` in mm⁻¹ for the PNG preview (default: percentiles).
     """
     from cbct.io import output_name, write_volume
-    from cbct.io.volume import Volume
+    from cbct.volume import Volume
 
     if state.volume is None:
         raise ValueError("export: no volume to write (put 'export' after a reconstruction stage)")
