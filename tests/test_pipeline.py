@@ -41,7 +41,7 @@ def test_builtin_pipelines_validate():
     assert [s.stage for s in load_pipeline("motion").stages] == ["preprocess", "motion_compensation", "fdk", "export"]
     assert [s.stage for s in load_pipeline("motion_sbp_mac").stages] == ["preprocess", "motion_compensation", "sbp_mac", "export"]
     assert [s.stage for s in load_pipeline("sparse_view.yaml").stages] == [
-        "preprocess", "bbc_completion", "fdk", "bbc_restoration", "export"]
+        "preprocess", "bbc_completion", "fdk", "export"]
     assert STAGES["sbp_mac"] == "cbct.sbp_mac.stage:sbp_mac_stage"
     assert STAGES["bbc_completion"] == "cbct.bbc.stage:completion_stage"
     assert STAGES["bbc_restoration"] == "cbct.bbc.stage:restoration_stage"

@@ -1,5 +1,8 @@
 """``cbct eval bbc``: BBC-Recon against its baselines on held-out scans, at 4× and 8× sparse views.
 
+With ``--heldout rtk`` the held-out set is real anatomy wider than the field of view projected by RTK at several
+calibrations and sparse patterns (:mod:`cbct.bbc.heldout`, :func:`evaluate_rtk`); otherwise as follows.
+
 For every held-out scan (``data.eval`` of the config: phantom seeds and real anatomy never used in training) the dense
 clean sequence gets Poisson noise at ``noise.eval_i0`` (seeded); the **reference** is FDK of all its views (the
 full-view reconstruction). At each factor ``s`` every ``s``-th view is kept, and four methods are compared:

@@ -22,10 +22,13 @@ and a fraction ``t`` in [0, 1] between them:
 
 The corrections are multiplied by ``t`` (flow to ``a``), ``1 - t`` (flow to ``b``) and ``t (1 - t)`` (residual), so
 ``t = 0`` returns view ``a`` and ``t = 1`` view ``b`` exactly (to interpolation rounding); with zero flows and an
-undecided mask (``V = 1/2``) the network is linear interpolation, which is how it starts training.
+undecided mask (``V = 1/2``) the network is linear interpolation, which is how it starts training. With
+``residual`` the gate is ``clamp(x, 0, 1)`` of a head output ``x``: the output is linear interpolation plus a learned
+correction, and a head that outputs zero gives linear interpolation exactly whatever the flows.
 
 Projections are line integrals; each pair is divided by its mean value (at least ``min_scale``) before the network
-and the result multiplied back, so the network is independent of the attenuation scale.
+and the result multiplied back, so the network is independent of the attenuation scale (scale-equivariant above
+``min_scale``). Running it over a scan: :mod:`cbct.bbc.inference`.
 """
 
 from __future__ import annotations
