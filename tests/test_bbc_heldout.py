@@ -20,18 +20,11 @@ from cbct.bbc.model import FlowCompletionConfig, FlowCompletionNet  # noqa: E402
 from cbct.bbc.restoration import RestorationConfig, RestorationNet, restore_volume  # noqa: E402
 from cbct.bbc.weights import load_completion, load_restoration, save_weights  # noqa: E402
 from cbct.geometry import ConeGeometry  # noqa: E402
+from test_bbc import _one_thread  # noqa: E402, F401  (autouse: one torch thread)
 
 HEAD = pathlib.Path(__file__).parent / "data" / "head.mha"
 TINY = FlowCompletionConfig(channels=(8, 8, 16), corr_levels=2, corr_radius=2, hidden=16, iters=2, refine_channels=8,
                             gate=True, residual=True, min_scale=1e-3)
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def _sparse_scan(n_views: int = 48, step: int = 4) -> tuple[np.ndarray, object]:
