@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
@@ -12,9 +12,6 @@ from cbct.angles import check_target_angles, dense_angles, missing_targets
 from cbct.geometry import ConeGeometry
 from cbct.preprocess import counts_to_line_integrals
 from cbct.volume import Volume
-
-if TYPE_CHECKING:
-    from cbct.pipeline.state import PipelineState
 
 __all__ = ["Scan", "ScanError"]
 
@@ -168,12 +165,6 @@ class Scan:
         if self.target_angles is None:
             return np.zeros(0, np.int64)
         return missing_targets(self.geometry.angles, self.target_angles)
-
-    def to_state(self) -> PipelineState:
-        """Deprecated spelling of :meth:`cbct.pipeline.state.PipelineState.from_scan` (kept while callers move)."""
-        from cbct.pipeline.state import PipelineState
-
-        return PipelineState.from_scan(self)
 
     def __repr__(self) -> str:
         kind = "counts" if self.is_raw else "projections"

@@ -14,6 +14,7 @@ from cbct.bbc.model import FlowCompletionConfig, FlowCompletionNet, backward_war
 from cbct.bbc.restoration import RestorationConfig, RestorationNet, restore_volume  # noqa: E402
 from cbct.bbc.weights import DEFAULT_COMPLETION, DEFAULT_RESTORATION, load_completion, load_restoration, save_weights  # noqa: E402
 from cbct.phantoms import line_integrals, shepp_logan  # noqa: E402
+from cbct.pipeline.state import PipelineState  # noqa: E402
 from cbct.simulation.sparse import sparse_views  # noqa: E402
 
 TINY = FlowCompletionConfig(channels=(8, 8, 16), corr_levels=2, corr_radius=2, hidden=16, iters=2, refine_channels=8)
@@ -186,7 +187,6 @@ def _tiny_weights(tmp_path):
 
 def test_stages_run_end_to_end(tmp_path, small_geometry):
     from cbct.bbc.stage import completion_stage, restoration_stage
-    from cbct.pipeline.state import PipelineState
 
     flow_w, rest_w = _tiny_weights(tmp_path)
     proj = line_integrals(shepp_logan(28.0), small_geometry)
@@ -226,19 +226,19 @@ def test_completion_stage_completes_to_the_scan_target(tmp_path, small_geometry)
                 "hole": np.flatnonzero((np.arange(90) % 4 == 0) & ~((deg >= 100) & (deg < 160)))}
     for name, keep in patterns.items():
         sparse = sparse_scan(full, keep=keep)
-        dense = completion_stage(sparse.to_state(), weights=flow_w)
+        dense = completion_stage(PipelineState.from_scan(sparse), weights=flow_w)
         assert dense.geometry.n_views == 90, name
         np.testing.assert_allclose(dense.geometry.vectors, small_geometry.vectors, atol=1e-9)
         np.testing.assert_array_equal(dense.projections[keep], proj[keep])
         assert dense.extras["bbc_completion"]["synthesised"] == 90 - keep.size
     # sparse_step is a shortcut for the target of an even pattern; a stated target wins over it
     sparse = cbct.Scan.from_arrays(small_geometry[::4], projections=proj[::4], metadata={"sparse_step": 4})
-    assert completion_stage(sparse.to_state(), weights=flow_w).geometry.n_views == 90
-    stated = sparse_scan(full, keep=patterns["uneven"]).to_state()
+    assert completion_stage(PipelineState.from_scan(sparse), weights=flow_w).geometry.n_views == 90
+    stated = PipelineState.from_scan(sparse_scan(full, keep=patterns["uneven"]))
     stated.metadata["sparse_step"] = 8
     assert completion_stage(stated, weights=flow_w).geometry.n_views == 90
     # a target that does not hold the acquired views cannot be reached
-    bad = sparse.to_state().replace(extras={"target_angles": small_geometry.angles[1::2]})
+    bad = PipelineState.from_scan(sparse).replace(extras={"target_angles": small_geometry.angles[1::2]})
     with pytest.raises(ValueError, match=r"cannot complete scan .* to its target_angles: .* do not contain"):
         completion_stage(bad, weights=flow_w)
 

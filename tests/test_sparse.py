@@ -9,7 +9,8 @@ import cbct
 from cbct.angles import bracket_views, check_target_angles, dense_angles, geometry_at_angles, is_full_circle, plan_completion
 from cbct.bbc.baselines import linear_completion
 from cbct.phantoms import shepp_logan, line_integrals
-from cbct.simulation.sparse import sparse_indices, sparse_scan, sparse_views, uneven_indices
+from cbct.pipeline.state import PipelineState
+from cbct.simulation.sparse import sparse_scan, sparse_views, uneven_indices
 
 
 @pytest.fixture
@@ -190,7 +191,7 @@ def test_sparse_scan_states_the_missing_views(small_geometry):
         np.testing.assert_array_equal(sparse.target_angles, small_geometry.angles)
         np.testing.assert_array_equal(sparse.missing_views, np.setdiff1d(np.arange(90), kept))
         assert ("sparse_step" in sparse.metadata) == ("step" in kw)
-        state = sparse.to_state()
+        state = PipelineState.from_scan(sparse)
         np.testing.assert_array_equal(state.extras["target_angles"], small_geometry.angles)
         dense, dg = linear_completion(sparse.projections, sparse.geometry, angles=sparse.target_angles)
         assert dg.n_views == 90 and np.array_equal(dense[kept], proj[kept])
