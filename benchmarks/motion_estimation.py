@@ -109,7 +109,7 @@ def speed(size: int, views: int, settings: dict, out: str | None) -> None:
         from cbct.io.atomic import write_text_atomic
 
         record = {"machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
-                              "note": "shared with two other sessions' jobs while measured"},
+                              "load_average_1_5_15_min_at_end": [round(x, 2) for x in os.getloadavg()]},
                   "sizes": {"volume": list(geom.volume.shape), "views": views, "detector": list(geom.detector_shape)},
                   "scan": "training head (dental phantom + bone shell, 1 mm grid 100 x 192 x 192), jerk at mid-scan",
                   "settings": cfg.to_dict(), "seconds": round(seconds, 2), "moved": result.moved,
