@@ -42,7 +42,7 @@ from cbct.bbc.heldout import HeldoutConfig, load_heldout_config, pattern_indices
 from cbct.bbc.inference import complete_views, measure_throughput
 from cbct.bbc.restoration import restore_volume
 from cbct.bbc.slices import fov_mask
-from cbct.bbc.train import load_config, resolve_device, resolve_path
+from cbct.bbc.training import load_config, resolve_device, resolve_path
 from cbct.bbc.weights import load_completion, load_restoration
 from cbct.angles import plan_completion
 from cbct.fdk import fdk

@@ -9,184 +9,33 @@ else float16 with gradient scaling). The final weights go to ``weights.completio
 from __future__ import annotations
 
 import argparse
-import copy
 import hashlib
 import logging
-import math
-import os
 import pathlib
-import platform
 import time
-from typing import Any
 
 import numpy as np
 import torch
-import yaml
 from scipy import ndimage
 
 from cbct.bbc.data import ScanConfig, TripletSampler, load_sequences, noisy
 from cbct.bbc.model import FlowCompletionConfig, FlowCompletionNet
 from cbct.bbc.restoration import RestorationConfig, RestorationNet
 from cbct.bbc.slices import SliceSampler, fov_mask
+from cbct.bbc.training import (
+    charbonnier,
+    describe_device,
+    load_config,
+    lr_at,
+    make_optimizer,
+    resolve_device,
+    resolve_path,
+    resume_checkpoint,
+    write_checkpoint,
+)
 from cbct.bbc.weights import load_completion, save_weights
 
 log = logging.getLogger(__name__)
-
-ROOT = pathlib.Path(__file__).resolve().parents[2]
-
-DEFAULTS: dict[str, Any] = {
-    "seed": 0,
-    "device": "auto",
-    "threads": 1,
-    "out_dir": ".cache/bbc/run",
-    "cache_dir": ".cache/bbc",
-    "scan": {},
-    "noise": {"i0_range": [5.0e4, 5.0e5], "eval_i0": 2.0e5, "scale_range": [1.0, 1.0]},  # scale: calibration factor
-    "data": {
-        "train": [{"kind": "dental_ellipsoids", "seeds": [0, 24]}, {"kind": "tigre_head", "seeds": [0, 8]}],
-        "val": [{"kind": "dental_ellipsoids", "seeds": [500, 502]}],
-        "eval": [{"kind": "dental_ellipsoids", "seeds": [1000, 1004]}, {"kind": "head_mha", "seed_list": [0, 1]}],
-    },
-    "completion": {
-        "model": {},
-        "init": None,  # weights to start from (fine-tuning), when no checkpoint exists
-        "steps": 3000,
-        "batch": 8,
-        "crop": [64, 64],
-        "gap_range": [2, 12],
-        "photometric": 0.0,
-        "smoothness": 0.0,
-        "lr": 1.0e-3,
-        "weight_decay": 1.0e-4,
-        "warmup": 100,
-        "amp": True,
-        "checkpoint_every": 250,
-        "log_every": 50,
-    },
-    "restoration": {
-        "model": {},
-        "factors": [4, 8],
-        "sequences": 16,
-        "blur_sigma_max": 0.0,
-        "steps": 2000,
-        "batch": 8,
-        "crop": [96, 96],
-        "lr": 1.0e-3,
-        "weight_decay": 1.0e-4,
-        "warmup": 100,
-        "amp": True,
-        "checkpoint_every": 250,
-        "log_every": 50,
-    },
-    "weights": {"completion": "cbct/models/bbc_flow.pt", "restoration": "cbct/models/bbc_restore.pt"},
-}
-
-
-# ---------------------------------------------------------------------------------------------------- config
-def _merge(base: dict, over: dict, where: str = "") -> dict:
-    out = copy.deepcopy(base)
-    for k, v in over.items():
-        if k not in base:
-            raise ValueError(f"unknown setting {where}{k!r}; expected one of {sorted(base)}")
-        if isinstance(base[k], dict) and base[k] and isinstance(v, dict) and k not in ("scan", "model"):
-            out[k] = _merge(base[k], v, f"{where}{k}.")
-        else:
-            out[k] = copy.deepcopy(v)
-    return out
-
-
-def load_config(path: str | pathlib.Path | None) -> dict[str, Any]:
-    """The defaults overridden by the YAML file ``path`` (unknown keys are errors)."""
-    over: dict[str, Any] = {}
-    if path is not None:
-        p = pathlib.Path(path)
-        if not p.is_file():
-            raise FileNotFoundError(f"config file not found: {p}")
-        over = yaml.safe_load(p.read_text()) or {}
-        if not isinstance(over, dict):
-            raise ValueError(f"{p}: the config must be a mapping, got {type(over).__name__}")
-    return _merge(DEFAULTS, over)
-
-
-def resolve_path(p: str | pathlib.Path) -> pathlib.Path:
-    """A config path: absolute as given; a relative one from the working directory when it exists there, else from
-    the package's parent (so ``cbct/models/...`` finds the shipped weights of an installed package), else from the
-    working directory (outputs)."""
-    p = pathlib.Path(p)
-    if p.is_absolute():
-        return p
-    if (pathlib.Path.cwd() / p).exists():
-        return pathlib.Path.cwd() / p
-    if (ROOT / p).exists():
-        return ROOT / p
-    return pathlib.Path.cwd() / p
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(name)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"device {name!r} requested but CUDA is not available")
-    return dev
-
-
-def _amp_dtype(dev: torch.device) -> torch.dtype:
-    return torch.bfloat16 if dev.type == "cuda" and torch.cuda.is_bf16_supported() else torch.float16
-
-
-def _lr_at(step: int, total: int, warmup: int, base: float) -> float:
-    if step < warmup:
-        return base * (step + 1) / warmup
-    frac = (step - warmup) / max(1, total - warmup)
-    return base * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(1.0, frac))))
-
-
-def charbonnier(x: torch.Tensor, eps: float = 1e-3) -> torch.Tensor:
-    return torch.sqrt(x * x + eps * eps).mean()
-
-
-def _save_checkpoint(path: pathlib.Path, blob: dict) -> None:
-    tmp = path.with_suffix(".tmp")
-    torch.save(blob, tmp)
-    os.replace(tmp, path)
-
-
-def _optimizer(model: torch.nn.Module, section: dict, dev: torch.device):
-    """AdamW, whether mixed precision is on, its dtype, and the gradient scaler (float16 only) for one training section."""
-    opt = torch.optim.AdamW(model.parameters(), lr=section["lr"], weight_decay=section["weight_decay"])
-    use_amp = bool(section["amp"]) and dev.type == "cuda"
-    amp_dtype = _amp_dtype(dev)
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
-    return opt, use_amp, amp_dtype, scaler
-
-
-def _resume(ckpt: pathlib.Path, model, opt, scaler, sampler, dev: torch.device, name: str) -> tuple[int, float, list]:
-    """Restore model, optimiser, scaler and RNG states from ``ckpt``; returns ``(step, elapsed_s, history)``."""
-    blob = torch.load(ckpt, map_location=dev, weights_only=False)
-    model.load_state_dict(blob["model"])
-    opt.load_state_dict(blob["opt"])
-    scaler.load_state_dict(blob["scaler"])
-    sampler.rng.bit_generator.state = blob["sampler_rng"]
-    torch.set_rng_state(blob["torch_rng"])
-    log.info("resumed %s training at step %d", name, blob["step"])
-    return blob["step"], blob["elapsed"], blob["history"]
-
-
-def _checkpoint(ckpt: pathlib.Path, model, opt, scaler, sampler, step: int, elapsed: float, history: list) -> None:
-    """Write everything :func:`_resume` needs, atomically."""
-    _save_checkpoint(ckpt, {
-        "model": model.state_dict(), "opt": opt.state_dict(), "scaler": scaler.state_dict(), "step": step,
-        "elapsed": elapsed, "history": history,
-        "sampler_rng": sampler.rng.bit_generator.state, "torch_rng": torch.get_rng_state(),
-    })
-
-
-def _describe_device(dev: torch.device, threads: int) -> str:
-    if dev.type == "cuda":
-        return f"{torch.cuda.get_device_name(dev)} (CUDA)"
-    return f"CPU ({platform.processor() or platform.machine()}), {threads} torch thread(s)"
-
 
 # ---------------------------------------------------------------------------------------------------- completion
 def _pair_scale(a: torch.Tensor, b: torch.Tensor, min_scale: float) -> torch.Tensor:
@@ -275,18 +124,18 @@ def train_completion(cfg: dict, *, resume: bool = True) -> pathlib.Path:
     if cc["init"] and not (resume and (out_dir / "completion_ckpt.pt").exists()):
         model.load_state_dict(load_completion(resolve_path(cc["init"])).state_dict())
         log.info("completion starts from %s", cc["init"])
-    opt, use_amp, amp_dtype, scaler = _optimizer(model, cc, dev)
+    opt, use_amp, amp_dtype, scaler = make_optimizer(model, cc, dev)
     ckpt = out_dir / "completion_ckpt.pt"
     step, elapsed, history = 0, 0.0, []
     if resume and ckpt.exists():
-        step, elapsed, history = _resume(ckpt, model, opt, scaler, sampler, dev, "completion")
+        step, elapsed, history = resume_checkpoint(ckpt, model, opt, scaler, sampler, dev, "completion")
     total = int(cc["steps"])
     model.train()
     t0 = time.perf_counter() - elapsed
     running = []
     while step < total:
         for group in opt.param_groups:
-            group["lr"] = _lr_at(step, total, int(cc["warmup"]), float(cc["lr"]))
+            group["lr"] = lr_at(step, total, int(cc["warmup"]), float(cc["lr"]))
         a, b, y, t = (torch.from_numpy(v).to(dev) for v in sampler.sample(int(cc["batch"])))
         with torch.autocast(device_type=dev.type, dtype=amp_dtype, enabled=use_amp):
             loss, _ = completion_loss(model, a, b, y, t, photometric=float(cc["photometric"]), smoothness=float(cc["smoothness"]))
@@ -306,12 +155,12 @@ def train_completion(cfg: dict, *, resume: bool = True) -> pathlib.Path:
             metrics = validate(model, val, dev)
             history.append({"step": step, **metrics})
             log.info("completion step %d validation %s", step, {k: round(v, 2) for k, v in metrics.items()})
-            _checkpoint(ckpt, model, opt, scaler, sampler, step, time.perf_counter() - t0, history)
+            write_checkpoint(ckpt, model, opt, scaler, sampler, step, time.perf_counter() - t0, history)
     wall = time.perf_counter() - t0
     metrics = validate(model, val, dev)
     meta = {
         "steps": total, "batch": cc["batch"], "crop": cc["crop"], "train_seconds": round(wall, 1),
-        "device": _describe_device(dev, int(cfg["threads"])), "amp": use_amp, "seed": seed,
+        "device": describe_device(dev, int(cfg["threads"])), "amp": use_amp, "seed": seed,
         "scan": cfg["scan"], "data": cfg["data"]["train"], "validation": metrics, "torch": str(torch.__version__),
         "history": history[-40:],
     }
@@ -410,11 +259,11 @@ def train_restoration(cfg: dict, *, resume: bool = True) -> pathlib.Path:
     mask = fov_mask(scan.volume_shape[1:], scan.voxel_size, 0.95 * scan.fov_radius())
     sampler = SliceSampler(train_pairs, context=net.config.context, crop=tuple(rc["crop"]), mask=mask,
                            rng=np.random.default_rng([seed, 3]))
-    opt, use_amp, amp_dtype, scaler = _optimizer(net, rc, dev)
+    opt, use_amp, amp_dtype, scaler = make_optimizer(net, rc, dev)
     ckpt = out_dir / "restoration_ckpt.pt"
     step, elapsed, history = 0, 0.0, []
     if resume and ckpt.exists():
-        step, elapsed, history = _resume(ckpt, net, opt, scaler, sampler, dev, "restoration")
+        step, elapsed, history = resume_checkpoint(ckpt, net, opt, scaler, sampler, dev, "restoration")
     total = int(rc["steps"])
     t0 = time.perf_counter() - elapsed
     running = []
@@ -438,7 +287,7 @@ def train_restoration(cfg: dict, *, resume: bool = True) -> pathlib.Path:
 
     while step < total:
         for group in opt.param_groups:
-            group["lr"] = _lr_at(step, total, int(rc["warmup"]), float(rc["lr"]))
+            group["lr"] = lr_at(step, total, int(rc["warmup"]), float(rc["lr"]))
         x, y, m, sc = (torch.from_numpy(v).to(dev) for v in sampler.sample(int(rc["batch"])))
         with torch.autocast(device_type=dev.type, dtype=amp_dtype, enabled=use_amp):
             loss = restoration_loss(net, x, y, m, sc)
@@ -455,13 +304,13 @@ def train_restoration(cfg: dict, *, resume: bool = True) -> pathlib.Path:
             history.append({"step": step, "loss": float(np.mean(running))})
             running = []
         if step % int(rc["checkpoint_every"]) == 0 or step == total:
-            _checkpoint(ckpt, net, opt, scaler, sampler, step, time.perf_counter() - t0, history)
+            write_checkpoint(ckpt, net, opt, scaler, sampler, step, time.perf_counter() - t0, history)
     wall = time.perf_counter() - t0
     metrics = val_psnr()
     log.info("restoration validation %s", metrics)
     meta = {
         "steps": total, "batch": rc["batch"], "crop": rc["crop"], "train_seconds": round(wall, 1),
-        "data_seconds": round(data_seconds, 1), "device": _describe_device(dev, int(cfg["threads"])), "amp": use_amp,
+        "data_seconds": round(data_seconds, 1), "device": describe_device(dev, int(cfg["threads"])), "amp": use_amp,
         "seed": seed, "factors": rc["factors"], "volume_pairs": len(pairs), "validation": metrics,
         "completion_weights_sha1": _file_hash(completion_path), "torch": str(torch.__version__), "history": history[-40:],
     }
