@@ -126,6 +126,14 @@ def correct_motion(
     """
     cfg = (config or MotionEstimationConfig()).for_scan(geom)
     index, label = _pose_index(pose, geom.n_views)  # checked before the work
+    needed = max(cfg.groups + cfg.truncated_groups) * cfg.view_step
+    if needed > geom.n_views:  # never worse than doing nothing: a scan too sparse to estimate is left as it is
+        log.warning("motion correction skipped: %d views, the estimation needs at least %d (groups %s, view_step %d); "
+                    "nominal geometry kept", geom.n_views, needed, max(cfg.groups + cfg.truncated_groups), cfg.view_step)
+        none = RigidMotion.none(geom.n_views)
+        report = {"moved": False, "pose": label, "skipped": f"{geom.n_views} views, the estimation needs {needed}",
+                  **_per_view(none)}
+        return MotionCorrection(False, none, geom, label, report)
     t0 = time.perf_counter()
     estimate, stats = estimate_motion(projections, geom, cfg)
     scales = np.arange(0.25, cfg.max_scale + 1e-9, 0.25) if cfg.max_scale > 0 else np.array([1.0])

@@ -101,6 +101,20 @@ def test_gate_keeps_a_still_scan_and_accepts_a_jerk(inside_scan):
     assert after > before + 1.5, (before, after)
 
 
+def test_a_scan_too_sparse_to_estimate_is_left_as_it_is(inside_scan, caplog):
+    """Never worse than doing nothing: 15 views cannot hold the estimation's 16 groups, so the scan keeps its geometry
+    (with a warning and the reason in the report) instead of failing the run."""
+    volume, geom = inside_scan
+    sparse = geom[::8]
+    with caplog.at_level("WARNING", logger="cbct.motion_correction"):
+        result = correct_motion(project(volume, sparse), sparse, config=MotionEstimationConfig(groups=(8, 16)))
+    assert not result.moved and result.geometry is sparse and "skipped" in result.report
+    assert result.report["rotation_deg"] == [[0.0, 0.0, 0.0]] * sparse.n_views
+    assert "motion correction skipped" in caplog.text
+    state = motion_compensation_stage(_scan_state(project(volume, sparse), sparse))
+    assert state.geometry is sparse
+
+
 def test_relative_to_pose_makes_the_chosen_view_still():
     rng = np.random.default_rng(3)
     motion = RigidMotion.from_vectors(rng.normal(0, 0.02, (7, 3)), rng.normal(0, 1, (7, 3)), pivot=(1.0, 2.0, 3.0))
