@@ -192,8 +192,9 @@ def test_stages_run_end_to_end(tmp_path, small_geometry):
     proj = line_integrals(shepp_logan(28.0), small_geometry)
     sp, sg, kept = sparse_views(proj, small_geometry, step=4)
     state = PipelineState(geometry=sg, projections=sp, metadata={"id": "tiny"})
-    with pytest.raises(ValueError, match="factor"):
-        completion_stage(state, weights=flow_w)
+    untouched = completion_stage(state, weights=flow_w)  # no stated target: the scan goes on as it is
+    assert untouched.projections is sp and untouched.geometry is sg
+    assert untouched.extras["bbc_completion"]["skipped"] == "no views to complete to"
     dense = completion_stage(state, weights=flow_w, factor=4)
     assert dense.geometry.n_views == small_geometry.n_views and dense.projections.shape == proj.shape
     np.testing.assert_allclose(dense.geometry.vectors, small_geometry.vectors, atol=1e-9)

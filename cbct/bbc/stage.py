@@ -67,8 +67,11 @@ def completion_stage(
         views, any acquired pattern (even, uneven, holes); ``extras`` gains ``"sparse_geometry"`` and
         ``"bbc_completion"`` (view counts and seconds).
 
+    A scan that states no views to complete to (none of the above) goes on unchanged, with a warning and
+    ``extras["bbc_completion"]["skipped"]``: never worse than doing nothing.
+
     Raises:
-        ValueError: no target, or a target that does not hold every acquired view angle.
+        ValueError: a target that does not hold every acquired view angle.
     """
     from cbct.bbc.inference import complete_views
     from cbct.bbc.weights import load_completion
@@ -84,10 +87,11 @@ def completion_stage(
         angles = state.extras.get("target_angles") if target is None else None
         if target is None and angles is None:
             factor = state.metadata.get("sparse_step")
-        if target is None and angles is None and factor is None:
-            raise ValueError("completion_stage needs the views to complete to: give factor (e.g. 4 or 8), or a scan "
-                             "with target_angles (or metadata sparse_step); state.extras has no full_geometry or "
-                             "target_angles")
+        if target is None and angles is None and factor is None:  # nothing stated missing: leave the scan alone
+            log.warning("bbc_completion: scan '%s' states no views to complete to (no target_angles, sparse_step or "
+                        "factor); its %d views go on unchanged", state.metadata.get("id", "scan"), state.geometry.n_views)
+            skipped = {"skipped": "no views to complete to", "acquired_views": state.geometry.n_views}
+            return state.replace(extras={**state.extras, "bbc_completion": skipped})
     if factor is not None and (isinstance(factor, bool) or int(factor) != factor or int(factor) < 1):
         raise ValueError(f"factor must be a positive integer, got {factor!r}")
     dev = _device(device, state.projections)
