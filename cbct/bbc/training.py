@@ -30,7 +30,7 @@ DEFAULTS: dict[str, Any] = {
     "scan": {},
     "noise": {"i0_range": [5.0e4, 5.0e5], "eval_i0": 2.0e5, "scale_range": [1.0, 1.0]},  # scale: calibration factor
     "data": {
-        "train": [{"kind": "dental_ellipsoids", "seeds": [0, 24]}, {"kind": "tigre_head", "seeds": [0, 8]}],
+        "train": [{"kind": "dental_ellipsoids", "seeds": [0, 24]}],  # never real anatomy: that is held out
         "val": [{"kind": "dental_ellipsoids", "seeds": [500, 502]}],
         "eval": [{"kind": "dental_ellipsoids", "seeds": [1000, 1004]}, {"kind": "head_mha", "seed_list": [0, 1]}],
     },
