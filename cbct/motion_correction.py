@@ -126,10 +126,10 @@ def correct_motion(
     """
     cfg = (config or MotionEstimationConfig()).for_scan(geom)
     index, label = _pose_index(pose, geom.n_views)  # checked before the work
-    needed = max(cfg.groups + cfg.truncated_groups) * cfg.view_step
+    needed = cfg.views_needed()
     if needed > geom.n_views:  # never worse than doing nothing: a scan too sparse to estimate is left as it is
-        log.warning("motion correction skipped: %d views, the estimation needs at least %d (groups %s, view_step %d); "
-                    "nominal geometry kept", geom.n_views, needed, max(cfg.groups + cfg.truncated_groups), cfg.view_step)
+        log.warning("motion correction skipped: %d views, the estimation needs at least %d; nominal geometry kept",
+                    geom.n_views, needed)
         none = RigidMotion.none(geom.n_views)
         report = {"moved": False, "pose": label, "skipped": f"{geom.n_views} views, the estimation needs {needed}",
                   **_per_view(none)}

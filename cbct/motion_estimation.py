@@ -126,6 +126,11 @@ class MotionEstimationConfig:
         step = max(1, geom.n_views // 120) if self.view_step == "auto" else int(self.view_step)
         return dataclasses.replace(self, binning=binning, view_step=step)
 
+    def views_needed(self) -> int:
+        """The fewest views a scan needs for these settings (resolved by :meth:`for_scan`): the most groups of any
+        round times the view step."""
+        return max(self.groups + self.truncated_groups) * int(self.view_step)
+
     def to_dict(self) -> dict[str, Any]:
         return {**dataclasses.asdict(self), "groups": list(self.groups), "truncated_groups": list(self.truncated_groups)}
 
@@ -331,7 +336,7 @@ def estimate_motion(
         projections = np.asarray(projections)
     if projections.ndim != 3 or projections.shape != geom.projection_shape:
         raise ValueError(f"projections must have shape {geom.projection_shape} (the geometry's), got {projections.shape}")
-    if max(cfg.groups + cfg.truncated_groups) * cfg.view_step > geom.n_views:
+    if cfg.views_needed() > geom.n_views:
         raise ValueError(f"groups={cfg.groups} asks for more groups than the {geom.n_views} views (view_step {cfg.view_step})")
     if cfg.view_step > 1:
         kept = np.arange(0, geom.n_views, cfg.view_step)
