@@ -13,6 +13,7 @@ from cbct.io import write_volume
 from cbct.operators import project
 from cbct.simulation.noise import add_noise
 from cbct.simulation.scans import scan_geometry
+from cbct.volume import as_volume
 
 log = logging.getLogger(__name__)
 
@@ -48,8 +49,9 @@ def run_demo(out_dir: pathlib.Path, *, size: int = 64, seed: int = 0, n_views: i
     timings["fdk"] = time.perf_counter() - t0
     log.info("FDK of %s voxels in %.2f s", grid.shape, timings["fdk"])
 
-    volume_path = write_volume(volume, out_dir / "volume.h5", grid=grid)
-    png_path = write_volume(volume, out_dir / "slices.png", grid=grid)
+    result = as_volume(volume, grid)  # one host copy for both files
+    volume_path = write_volume(result, out_dir / "volume.h5")
+    png_path = write_volume(result, out_dir / "slices.png")
     return {
         "volume": str(volume_path),
         "preview": str(png_path),
