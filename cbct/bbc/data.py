@@ -167,7 +167,7 @@ def _real_volume(kind: str) -> tuple[np.ndarray, VolumeGrid]:
     """A real-anatomy volume in mm⁻¹ and its centred grid, from :mod:`cbct.phantoms.real`."""
     from cbct.phantoms import real
 
-    vol, grid = real.load_head_mha() if kind == "head_mha" else real.load_tigre_head()
+    vol, grid = real.load_real_head(kind)
     return np.asarray(vol, np.float32), grid
 
 

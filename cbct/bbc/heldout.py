@@ -112,8 +112,7 @@ def pattern_indices(pattern: Pattern, n_views: int, seed: int) -> np.ndarray:
 def _anatomy(entry: dict[str, Any]) -> tuple[np.ndarray, Any]:
     from cbct.phantoms import real
 
-    load = real.load_head_mha if entry["kind"] == "head_mha" else real.load_tigre_head
-    vol, grid = load(entry.get("path"))
+    vol, grid = real.load_real_head(entry["kind"], entry.get("path"))
     return np.asarray(vol, np.float32), grid
 
 

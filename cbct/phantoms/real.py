@@ -22,6 +22,8 @@ from cbct.io.matlab import read_mat_volume
 from cbct.io.metaimage import read_metaimage
 
 __all__ = [
+    "REAL_HEADS",
+    "load_real_head",
     "data_dir", "load_head_mha", "load_tigre_head", "HEAD_MHA_MU_PER_UNIT", "TIGRE_HEAD_MU_PER_UNIT",
     "TIGRE_HEAD_VOXEL_SIZE", "SHA256",
 ]
@@ -119,3 +121,17 @@ def load_tigre_head(
     grid = VolumeGrid(data.shape, float(voxel_size))
     logger.debug("loaded %s: %s, voxel %s mm", p, data.shape, voxel_size)
     return data, grid
+
+
+REAL_HEADS = ("head_mha", "tigre_head")
+"""Names of the real head volumes: ``head_mha`` (:func:`load_head_mha`) and ``tigre_head`` (:func:`load_tigre_head`)."""
+
+
+def load_real_head(name: str, path: str | os.PathLike | None = None) -> tuple[np.ndarray, VolumeGrid]:
+    """``(volume, grid)`` of the real head called ``name`` (one of :data:`REAL_HEADS`), from ``path`` or the shared
+    data folder, as :func:`load_head_mha` / :func:`load_tigre_head` give them."""
+    if name == "head_mha":
+        return load_head_mha(path)
+    if name == "tigre_head":
+        return load_tigre_head(path)
+    raise ValueError(f"unknown real head {name!r}; known: {', '.join(REAL_HEADS)}")

@@ -143,7 +143,7 @@ def _head(source: str, data_dir: str | pathlib.Path | None) -> tuple[np.ndarray,
     from cbct.phantoms import real
 
     path = None if data_dir is None else pathlib.Path(data_dir) / HELDOUT_SOURCES[source]
-    vol, grid = (real.load_head_mha if source == "head_mha" else real.load_tigre_head)(path)
+    vol, grid = real.load_real_head(source, path)
     vol = np.where(vol < AIR_FLOOR * WATER_MU, 0.0, vol).astype(np.float32)  # the scanners' noise floor in air
     return vol, grid
 

@@ -92,7 +92,7 @@ def random_dental_head(grid: VolumeGrid, rng: np.random.Generator, radius_mm: fl
 
 def _load_real(name: str) -> tuple[np.ndarray, VolumeGrid]:
     """A real-anatomy volume (mm⁻¹) and its grid, from :mod:`cbct.phantoms.real`."""
-    return real.load_head_mha() if name == "head_mha" else real.load_tigre_head()
+    return real.load_real_head(name)
 
 
 def _resample_real(
