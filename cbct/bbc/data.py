@@ -2,9 +2,9 @@
 
 Sources of anatomy (``kind``):
 
-- ``"dental_ellipsoids"``: a procedural dental head made of ellipsoids and elliptic cylinders (head, airway, cervical
-  spine, mandible and maxilla arches, teeth with crowns, roots and pulp, optional metal fillings), random per seed;
-  voxelised on a grid that holds the whole head and forward projected.
+- ``"dental_ellipsoids"``: the random ellipsoid dental head :func:`cbct.phantoms.random_head.random_head_volume`
+  (head, airway, cervical spine, mandible and maxilla arches, teeth with crowns, roots and pulp, optional metal
+  fillings), random per seed; voxelised on a grid that holds the whole head and forward projected.
 - ``"dental"``: the project's procedural dental phantom :func:`cbct.phantoms.dental.dental_phantom`, voxelised and
   forward projected (used when that module is installed).
 - ``"tigre_head"``: TIGRE's head phantom (``head_phantom.mat``, derived from MRI;
@@ -30,20 +30,20 @@ from typing import Any
 import numpy as np
 
 from cbct._checks import check_fields
+from cbct.constants import MU_WATER
 from cbct.geometry import ConeGeometry, VolumeGrid
 from cbct.operators import project
-from cbct.phantoms.ellipsoids import Ellipsoid, voxelize
+from cbct.phantoms.random_head import random_head_volume
+from cbct.rng import as_generator
 from cbct.simulation.noise import add_noise
 
 log = logging.getLogger(__name__)
 
-MU_WATER = 0.02  # mm^-1, roughly water at 70 keV
 KINDS = ("dental_ellipsoids", "dental", "tigre_head", "head_mha")
 
 __all__ = [
     "ScanConfig",
     "TripletSampler",
-    "dental_ellipsoids",
     "dense_sequence",
     "load_sequences",
     "noisy",
@@ -98,71 +98,6 @@ class ScanConfig:
         return hashlib.sha1(json.dumps(dataclasses.asdict(self), sort_keys=True).encode()).hexdigest()[:10]
 
 
-def _gen(rng: np.random.Generator | int) -> np.random.Generator:
-    return rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
-
-
-# ---------------------------------------------------------------------------------------------------- phantoms
-def dental_ellipsoids(rng: np.random.Generator | int, *, radius: float = 85.0) -> list[Ellipsoid]:
-    """A random dental head of ellipsoids (world mm, ``z`` up, anterior towards ``+y`` before a random turn).
-
-    Densities add (mm⁻¹): soft tissue ~0.02, cortical bone +0.02..0.03 above it, enamel/dentine +0.03..0.05,
-    metal fillings (probability 0.3 per arch) +0.15..0.3. The head fits a cylinder of ``radius`` mm about the axis.
-    """
-    g = _gen(rng)
-    s = radius / 85.0 * g.uniform(0.85, 1.0)  # overall size
-    turn = g.uniform(0, 2 * np.pi)
-    shift = g.uniform(-4, 4, size=2) * s
-    z0 = g.uniform(-10, 10)
-    parts: list[tuple[float, tuple[float, float, float], tuple[float, float, float], float, bool]] = []
-    mu = MU_WATER * g.uniform(0.95, 1.05)
-    # head and soft tissue
-    parts.append((mu, (0, 0, 0), (g.uniform(68, 76) * s, g.uniform(78, 84) * s, 110), 0.0, True))
-    parts.append((-0.3 * mu, (0, -8 * s, 35), (g.uniform(50, 58) * s, g.uniform(58, 66) * s, 25), 0.0, False))  # sinus / nasal cavity
-    parts.append((-mu, (0, g.uniform(-22, -14) * s, 0), (g.uniform(7, 11) * s, g.uniform(6, 9) * s, 60), g.uniform(-0.3, 0.3), True))  # airway
-    # cervical spine with its canal
-    parts.append((0.6 * mu, (0, -50 * s, -10), (12 * s, 11 * s, 80), 0.0, True))
-    parts.append((-0.5 * mu, (0, -56 * s, -10), (5 * s, 5 * s, 80), 0.0, True))
-    # lateral bones (rami, zygoma)
-    for side in (-1, 1):
-        parts.append((0.9 * mu, (side * 52 * s, -18 * s, -10), (5 * s, 14 * s, 28), side * g.uniform(0.15, 0.35), False))
-        parts.append((0.7 * mu, (side * 55 * s, 10 * s, 38), (6 * s, 18 * s, 7), side * 0.3, False))
-    # arches: mandible (below) and maxilla (above); teeth along each
-    for arch, (zb, zt, tooth_dir) in enumerate(((-30.0, -12.0, 1.0), (28.0, 10.0, -1.0))):
-        width = g.uniform(40, 48) * s
-        depth = g.uniform(42, 50) * s
-        y_front = g.uniform(38, 46) * s
-        n_bone = 16
-        for a in np.linspace(-np.pi / 2 * 0.95, np.pi / 2 * 0.95, n_bone):
-            x, y = width * np.sin(a), y_front - depth * (1 - np.cos(a))
-            phi = np.arctan2(depth * np.sin(a), width * np.cos(a))  # tangent direction of the arch
-            parts.append((1.1 * mu, (x, y, zb + z0 * 0.2), (7.0 * s, 5.5 * s, 12.0), phi, False))
-            parts.append((-0.5 * mu, (x, y, zb + z0 * 0.2), (4.0 * s, 3.0 * s, 8.0), phi, False))  # marrow
-        n_teeth = 14
-        metal = g.random() < 0.3
-        for k, a in enumerate(np.linspace(-np.pi / 2 * 0.9, np.pi / 2 * 0.9, n_teeth)):
-            if g.random() < 0.08:
-                continue  # missing tooth
-            x, y = width * np.sin(a), y_front - depth * (1 - np.cos(a))
-            phi = np.arctan2(depth * np.sin(a), width * np.cos(a))
-            molar = abs(a) > 0.9
-            cw = (4.5 if molar else 3.2) * s * g.uniform(0.9, 1.1)
-            ch = (5.0 if molar else 3.0) * s * g.uniform(0.9, 1.1)
-            zc = zt + z0 * 0.2
-            d_t = mu * g.uniform(1.6, 2.4)
-            parts.append((d_t, (x, y, zc), (cw, ch, 5.0), phi, False))  # crown
-            parts.append((0.8 * d_t, (x, y, zc - tooth_dir * 11), (0.5 * cw, 0.55 * ch, 8.0), phi, False))  # root
-            parts.append((-0.6 * d_t, (x, y, zc - tooth_dir * 3), (0.3 * cw, 0.3 * ch, 5.0), phi, False))  # pulp
-            if metal and molar and g.random() < 0.5:
-                parts.append((g.uniform(0.15, 0.3), (x, y, zc + tooth_dir * 2.5), (0.5 * cw, 0.5 * ch, 1.8), phi, False))
-    c, sn = np.cos(turn), np.sin(turn)
-    out = []
-    for dens, (x, y, z), axes, phi, cyl in parts:
-        xr, yr = c * x - sn * y + shift[0], sn * x + c * y + shift[1]
-        out.append(Ellipsoid(float(dens), (float(xr), float(yr), float(z + z0)), tuple(float(v) for v in axes), float(phi + turn), cyl))
-    return out
-
-
 def _real_volume(kind: str) -> tuple[np.ndarray, VolumeGrid]:
     """A real-anatomy volume in mm⁻¹ and its centred grid, from :mod:`cbct.phantoms.real`."""
     from cbct.phantoms import real
@@ -211,7 +146,7 @@ def dense_sequence(scan: ScanConfig, kind: str, seed: int, *, cache_dir: str | p
         # voxelised on a grid holding the whole head (so nothing is cut off in z), then projected: ~10x faster
         # than the exact line integrals of ~150 ellipsoids, with no visible loss at this resolution
         ph_grid = VolumeGrid((int(np.ceil(240.0 / 2.0)), *geom.volume.shape[1:]), (2.0, *geom.volume.voxel_size[1:]))
-        vol = voxelize(dental_ellipsoids(g, radius=radius), ph_grid)
+        vol = random_head_volume(ph_grid, g, radius)
         proj = project(vol, geom.with_volume(ph_grid))
     elif kind == "dental":
         from cbct.phantoms.dental import dental_phantom  # type: ignore[import-not-found]
@@ -320,7 +255,7 @@ class TripletSampler:
             raise ValueError(f"gap_range must satisfy 2 <= min <= max, got {gap_range}")
         self.gap_range = (lo, hi)
         self.i0_range = (float(i0_range[0]), float(i0_range[1]))
-        self.rng = _gen(rng)
+        self.rng = as_generator(rng)
 
     def sample(self, batch: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """``(a, b, target, t)``: (batch, 1, h, w) float32 ×3 and (batch,) float32."""
