@@ -12,7 +12,8 @@ from cbct.angles import plan_completion  # noqa: E402
 from cbct.bbc.inference import complete_views, measure_throughput  # noqa: E402
 from cbct.bbc.model import FlowCompletionConfig, FlowCompletionNet, backward_warp  # noqa: E402
 from cbct.bbc.restoration import RestorationConfig, RestorationNet, restore_volume  # noqa: E402
-from cbct.bbc.weights import DEFAULT_COMPLETION, DEFAULT_RESTORATION, load_completion, load_restoration, save_weights  # noqa: E402
+from cbct.bbc.weights import DEFAULT_COMPLETION, DEFAULT_RESTORATION, load_completion, load_restoration  # noqa: E402
+from cbct.learned.weights import save_weights  # noqa: E402
 from cbct.phantoms import line_integrals, shepp_logan  # noqa: E402
 from cbct.pipeline.state import PipelineState  # noqa: E402
 from cbct.simulation.sparse import sparse_views  # noqa: E402
@@ -256,18 +257,18 @@ def test_evaluation_command_on_a_tiny_config(tmp_path):
         "scan": {"detector_shape": [24, 32], "detector_pixel_size": 8.6, "volume_shape": [16, 32, 32],
                  "voxel_size": 6.0, "n_views": 48},
         "data": {"eval": [{"kind": "dental_ellipsoids", "seed_list": [1000]}]},
-        "weights": {"completion": flow_w, "restoration": rest_w},
     }
     path = tmp_path / "cfg.yaml"
     path.write_text(yaml.safe_dump(cfg))
-    out = tmp_path / "table.md"
-    assert main(["--config", str(path), "--factors", "4", "8", "--iterative", "--out", str(out)]) == 0
-    text = out.read_text()
+    out = tmp_path / "eval"
+    assert main(["--config", str(path), "--factors", "4", "8", "--iterative", "--out", str(out),
+                 "--flow-weights", str(flow_w), "--restore-weights", str(rest_w)]) == 0
+    text = (out / "table.md").read_text()
     for method in ("sparse FDK", "linear + FDK", "flow + FDK", "BBC-Recon", "OS-SART", "FISTA-TV"):
         assert text.count(f"| {method} |") == 2
     import json
 
-    rows = json.loads(out.with_suffix(".json").read_text())["rows"]
+    rows = json.loads((out / "results.json").read_text())["rows"]
     by = {(r["factor"], r["method"]): r for r in rows}
     # linear interpolation beats sparse FDK at 8x, as it must; the model-based methods improve on their FDK start
     assert by[(8, "linear + FDK")]["psnr"] > by[(8, "sparse FDK")]["psnr"]

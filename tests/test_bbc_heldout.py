@@ -18,7 +18,8 @@ from cbct.bbc.heldout import Pattern, load_heldout_config, pattern_indices  # no
 from cbct.bbc.inference import complete_views  # noqa: E402
 from cbct.bbc.model import FlowCompletionConfig, FlowCompletionNet  # noqa: E402
 from cbct.bbc.restoration import RestorationConfig, RestorationNet, restore_volume  # noqa: E402
-from cbct.bbc.weights import load_completion, load_restoration, save_weights  # noqa: E402
+from cbct.bbc.weights import load_completion, load_restoration  # noqa: E402
+from cbct.learned.weights import save_weights  # noqa: E402
 from cbct.geometry import ConeGeometry  # noqa: E402
 from test_bbc import _one_thread  # noqa: E402, F401  (autouse: one torch thread)
 
@@ -121,14 +122,14 @@ def test_rtk_heldout_evaluation_end_to_end(tmp_path):
     cfg = tmp_path / "cfg.yaml"
     cfg.write_text(yaml.safe_dump({"cache_dir": str(tmp_path / "cache")}))
     assert load_heldout_config(hpath).scan.fov_radius() < 100.0  # the 205 mm head overflows the field of view
-    out = tmp_path / "table.md"
+    out = tmp_path / "eval"
     assert main(["--config", str(cfg), "--heldout", "rtk", "--heldout-config", str(hpath),
                  "--flow-weights", str(flow), "--restore-weights", str(rest), "--out", str(out)]) == 0
-    text = out.read_text()
+    text = (out / "table.md").read_text()
     for pattern in ("8x", "12 random", "4x + 32° hole"):
         for method in ("sparse FDK", "linear + FDK", "flow + FDK", "BBC-Recon"):
             assert f"| {pattern} | all (2) | {method} |" in text
-    rows = json.loads(out.with_suffix(".json").read_text())["rows"]
+    rows = json.loads((out / "results.json").read_text())["rows"]
     assert {r["calibration"] for r in rows} == {1.0, 1.5}
     by = {(r["pattern"], r["calibration"], r["method"]): r for r in rows}
     for cal in (1.0, 1.5):

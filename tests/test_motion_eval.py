@@ -13,7 +13,7 @@ torch = pytest.importorskip("torch")
 
 import cbct
 from cbct.sbp_mac.data import SampleSpec
-from cbct.sbp_mac.inference import correct_volume, default_weights_path, load_weights
+from cbct.sbp_mac.inference import SHIPPED, correct_volume, load_network
 from cbct.sbp_mac.model import SBPMAC, SBPMACConfig
 from cbct.sbp_mac.truncated import TruncatedScanConfig, simulate_truncated_sample
 
@@ -59,19 +59,20 @@ def test_normalised_network_is_invariant_to_the_attenuation_scale():
     out = correct_volume(model, fdk, seg).numpy()
     scaled = correct_volume(model, 2.5 * fdk, 2.5 * seg).numpy()
     np.testing.assert_allclose(scaled, 2.5 * out, rtol=1e-4, atol=1e-7)
-    plain = SBPMAC(SBPMACConfig(**{**model.cfg.to_dict(), "normalise": False}))
+    plain = SBPMAC(SBPMACConfig(**{**model.config.to_dict(), "normalise": False}))
     plain.load_state_dict(model.state_dict())
     assert not np.allclose(correct_volume(plain, 2.5 * fdk, 2.5 * seg).numpy(), 2.5 * correct_volume(plain, fdk, seg).numpy(), rtol=1e-3)
 
 
 @pytest.mark.parametrize("name", ["sbp_mac.pt", "sbp_mac_unet.pt"])
 def test_shipped_weights_load_and_run(name):
-    model, meta = load_weights(default_weights_path().with_name(name))
-    assert model.cfg.normalise and meta["config"]["data"]["kind"] == "truncated"
-    assert model.cfg.use_segments == (name == "sbp_mac.pt")
+    model = load_network(SHIPPED.with_name(name))
+    meta = model.meta
+    assert model.config.normalise and meta["config"]["data"]["kind"] == "truncated"
+    assert model.config.use_segments == (name == "sbp_mac.pt")
     rng = np.random.default_rng(1)
-    seg = rng.uniform(0, 0.005, (model.cfg.n_segments, 3, 32, 32)).astype(np.float32)
-    out = correct_volume(model, seg.sum(axis=0), seg if model.cfg.use_segments else None)
+    seg = rng.uniform(0, 0.005, (model.config.n_segments, 3, 32, 32)).astype(np.float32)
+    out = correct_volume(model, seg.sum(axis=0), seg if model.config.use_segments else None)
     assert out.shape == (3, 32, 32) and torch.isfinite(out).all()
 
 

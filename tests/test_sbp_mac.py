@@ -15,14 +15,8 @@ from cbct.phantoms import real
 from cbct.pipeline.state import PipelineState
 from cbct.sbp_mac import data as sbp_data
 from cbct.sbp_mac.data import SampleSpec, ScanConfig, scan_geometry, simulate_sample
-from cbct.sbp_mac.inference import (
-    correct_volume,
-    default_weights_path,
-    fov_mask,
-    load_weights,
-    save_weights,
-    volume_metrics,
-)
+from cbct.learned.weights import save_weights
+from cbct.sbp_mac.inference import SHIPPED, correct_volume, fov_mask, load_network, volume_metrics
 from cbct.sbp_mac.loss import LossWeights, sbp_mac_loss
 from cbct.sbp_mac.model import SBPMAC, SBPMACConfig
 from cbct.sbp_mac.stage import sbp_mac_stage
@@ -142,12 +136,13 @@ def _tiny_weights(tmp_path, use_segments=True, motion_estimation=None):
     with torch.no_grad():  # a non-trivial output layer, so the network changes the image
         model.out.weight.normal_(0, 0.05)
     scan = {**TINY.to_dict(), "motion_estimation": motion_estimation}
-    return save_weights(model, tmp_path / "w.pt", meta={"config": {"data": {"scan": scan}}}), model
+    return save_weights(tmp_path / "w.pt", model, meta={"config": {"data": {"scan": scan}}}), model
 
 
 def test_correct_volume_pads_and_matches_slicewise_calls(tmp_path):
     path, _ = _tiny_weights(tmp_path)
-    model, meta = load_weights(path)
+    model = load_network(path)
+    meta = model.meta
     rng = np.random.default_rng(0)
     seg = rng.random((4, 5, 18, 22), dtype=np.float32) * 0.005
     out = correct_volume(model, seg.sum(0), seg, batch_size=2)
@@ -190,12 +185,13 @@ def test_training_cli_runs_and_resumes_exactly(tmp_path):
             "val": {"sources": ["ellipsoids"], "waveforms": ["nodding"], "n": 1, "seed": 20},
         },
         "model": {k: list(v) if isinstance(v, tuple) else v for k, v in TINY_MODEL.items() if k != "n_segments"},
-        "train": {"steps": 4, "batch_size": 2, "crop": 16, "log_every": 1, "val_every": 4, "checkpoint_every": 2, "warmup": 1},
+        "train": {"steps": 4, "batch": 2, "crop": 16, "log_every": 1, "val_every": 4, "checkpoint_every": 2, "warmup": 1},
     }
     cfg_path = tmp_path / "cfg.yaml"
     cfg_path.write_text(json.dumps(config))  # JSON is YAML
     assert train.main(["--config", str(cfg_path), "--out", str(tmp_path / "a")]) == 0
-    model_a, meta = load_weights(tmp_path / "a" / "model.pt")
+    model_a = load_network(tmp_path / "a" / "model.pt")
+    meta = model_a.meta
     assert meta["steps"] == 4 and np.isfinite(meta["val"]["psnr"])
     log_lines = [json.loads(line) for line in (tmp_path / "a" / "log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in log_lines if "total" in r] == [1, 2, 3, 4] and any("val_psnr" in r for r in log_lines)
@@ -203,7 +199,7 @@ def test_training_cli_runs_and_resumes_exactly(tmp_path):
     assert train.main(["--config", str(cfg_path), "--out", str(tmp_path / "b"), "--stop-after", "3"]) == 0
     assert not (tmp_path / "b" / "model.pt").exists()
     assert train.main(["--config", str(cfg_path), "--out", str(tmp_path / "b")]) == 0
-    model_b, _ = load_weights(tmp_path / "b" / "model.pt")
+    model_b = load_network(tmp_path / "b" / "model.pt")
     for (name, pa), pb in zip(model_a.state_dict().items(), model_b.state_dict().values()):
         torch.testing.assert_close(pa, pb, msg=name)
     assert train.main(["--config", str(tmp_path / "missing.yaml")]) == 2
@@ -216,7 +212,7 @@ def test_shipped_weights_are_refused_by_the_in_grid_evaluation():
     held-out set of ``cbct eval sbp-mac`` refuses them with a pointer to ``cbct eval motion``."""
     from cbct.sbp_mac.evaluate import eval_specs, evaluate
 
-    assert default_weights_path().stat().st_size < 5 * 2**20
+    assert SHIPPED.stat().st_size < 5 * 2**20
     with pytest.raises(ValueError, match="cbct eval motion"):
         evaluate({"SBP-MAC": None}, scan=TINY, specs=eval_specs(sources=("ellipsoids",), waveforms=("jerk",)))
 
@@ -316,7 +312,7 @@ def test_evaluation_of_compensated_weights_adds_the_compensated_fdk_row(tmp_path
     both = evaluate({"U-Net on FDK": str(plain_path), "SBP-MAC": str(path)}, specs=specs, cache_dir=str(tmp_path / "c"))
     assert both["scan"]["motion_estimation"] == scan.motion_estimation
     unet = [r for r in both["rows"] if r["method"] == "U-Net on FDK"][0]
-    plain_model, _ = load_weights(plain_path)
+    plain_model = load_network(plain_path)
     split = sbp_data.cached_split(specs, ScanConfig.from_dict(both["scan"]), str(tmp_path / "c"), "eval", augment=False)
     image = correct_volume(plain_model, split.fdk_uncorrected[0].astype(np.float32), None).numpy()
     mask = fov_mask(scan.volume_shape, min(scan.volume_shape[1:]) / 2 - scan.fov_margin_mm / scan.voxel_size)

@@ -25,10 +25,8 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import logging
 import pathlib
-import platform
 import sys
 import time
 from typing import Any
@@ -42,13 +40,14 @@ from cbct.bbc.heldout import HeldoutConfig, load_heldout_config, pattern_indices
 from cbct.bbc.inference import complete_views, measure_throughput
 from cbct.bbc.restoration import restore_volume
 from cbct.bbc.slices import fov_mask
-from cbct.bbc.training import load_config, resolve_device, resolve_path
+from cbct.bbc.training import load_config, resolve_path
 from cbct.bbc.weights import load_completion, load_restoration
 from cbct.angles import plan_completion
 from cbct.fdk import fdk
 from cbct.geometry import ConeGeometry, VolumeGrid
-from cbct.io.atomic import write_text_atomic
 from cbct.iterative import fista_tv, os_sart
+from cbct.learned.cli import eval_parser, markdown_table, run_command, write_results
+from cbct.learned.device import describe_device, resolve_device, use_threads
 from cbct.metrics import psnr, rmse, ssim
 from cbct.simulation.sparse import sparse_views
 
@@ -127,16 +126,17 @@ def evaluate(
     restore_weights: str | None = None,
     device: torch.device | str = "cpu",
     iterative: bool = False,
+    cache_dir: str | pathlib.Path | None = None,
 ) -> dict[str, Any]:
-    """Run the comparison; returns ``{"rows": [...], "scans": [...], "seconds": ...}`` (one row per scan,
+    """Run the comparison (weights: the shipped ones unless given; ``cache_dir``: the config's unless given); returns ``{"rows": [...], "scans": [...], "seconds": ...}`` (one row per scan,
     factor and method, with ``proj_psnr`` for the completion methods and ``psnr``, ``ssim``, ``rmse``).
     ``iterative`` adds the OS-SART and FISTA-TV rows."""
     dev = torch.device(device)
     scan = ScanConfig.from_dict(cfg["scan"])
     geom = scan.geometry()
-    cache_dir = resolve_path(cfg["cache_dir"])
-    flow = load_completion(resolve_path(flow_weights) if flow_weights else resolve_path(cfg["weights"]["completion"]), device=dev)
-    rest = load_restoration(resolve_path(restore_weights) if restore_weights else resolve_path(cfg["weights"]["restoration"]), device=dev)
+    cache_dir = resolve_path(cache_dir or cfg["cache_dir"])
+    flow = load_completion(resolve_path(flow_weights) if flow_weights else None, device=dev)
+    rest = load_restoration(resolve_path(restore_weights) if restore_weights else None, device=dev)
     mask = fov_mask(scan.volume_shape[1:], scan.voxel_size, 0.95 * scan.fov_radius())
     rows: list[dict[str, Any]] = []
     t_start = time.perf_counter()
@@ -183,10 +183,7 @@ def format_table(result: dict[str, Any]) -> str:
     """Markdown table of the mean metrics per sparse pattern (or factor), anatomy group and method (and over all
     scans)."""
     rows = result["rows"]
-    lines = [
-        "| pattern | scans | method | projection PSNR (dB) | PSNR (dB) | SSIM | RMSE (mm⁻¹) |",
-        "|---|---|---|---|---|---|---|",
-    ]
+    cells = []
     groups = sorted({_group(r) for r in rows})
     for f in dict.fromkeys(_pattern(r) for r in rows):
         for grp in ["all", *groups] if len(groups) > 1 else groups:
@@ -197,19 +194,17 @@ def format_table(result: dict[str, Any]) -> str:
                 if not rs:
                     continue
                 pp = [r["proj_psnr"] for r in rs if "proj_psnr" in r]
-                pp_s = f"{np.mean(pp):.2f}" if pp else "—"
-                lines.append(
-                    f"| {f} | {grp} ({n_scans}) | {m} | {pp_s} | {np.mean([r['psnr'] for r in rs]):.2f} | "
-                    f"{np.mean([r['ssim'] for r in rs]):.4f} | {np.mean([r['rmse'] for r in rs]):.5f} |"
-                )
-    return "\n".join(lines)
+                cells.append([f, f"{grp} ({n_scans})", m, f"{np.mean(pp):.2f}" if pp else "—",
+                              f"{np.mean([r['psnr'] for r in rs]):.2f}", f"{np.mean([r['ssim'] for r in rs]):.4f}",
+                              f"{np.mean([r['rmse'] for r in rs]):.5f}"])
+    return markdown_table(["pattern", "scans", "method", "projection PSNR (dB)", "PSNR (dB)", "SSIM", "RMSE (mm⁻¹)"], cells)
 
 
 def evaluate_rtk(
     heldout: HeldoutConfig,
     *,
-    flow_weights: str | pathlib.Path,
-    restore_weights: str | pathlib.Path,
+    flow_weights: str | pathlib.Path | None = None,
+    restore_weights: str | pathlib.Path | None = None,
     device: torch.device | str = "cpu",
     cache_dir: str | pathlib.Path | None = None,
 ) -> dict[str, Any]:
@@ -241,14 +236,13 @@ def evaluate_rtk(
                         "calibrations": list(heldout.calibrations)}}
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="cbct eval bbc", description="Evaluate BBC-Recon against sparse FDK and linear interpolation.")
-    p.add_argument("--config", default="configs/bbc_cpu.yaml", help="YAML config (scan, held-out data, weights)")
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``cbct eval bbc``; prints the table and returns the exit status."""
+    p = eval_parser("cbct eval bbc", "Evaluate BBC-Recon against sparse FDK and linear interpolation.")
+    p.add_argument("--config", default="configs/bbc_cpu.yaml", help="YAML config (scan, held-out data, noise)")
     p.add_argument("--factors", type=int, nargs="+", default=[4, 8], help="sparse-view factors (default: 4 8)")
-    p.add_argument("--flow-weights", help="completion weights (default: the config's)")
-    p.add_argument("--restore-weights", help="restoration weights (default: the config's)")
-    p.add_argument("--device", default="cpu", help="torch device (cpu, cuda, auto)")
-    p.add_argument("--out", help="write the table (Markdown) here and the per-scan rows next to it as .json")
+    p.add_argument("--flow-weights", help="completion weights (default: the shipped cbct/models/bbc_flow.pt)")
+    p.add_argument("--restore-weights", help="restoration weights (default: the shipped cbct/models/bbc_restore.pt)")
     p.add_argument("--heldout", choices=("sim", "rtk"), default="sim",
                    help="held-out set: sim (the config's data.eval, cbct's projector, objects inside the FOV) or rtk "
                         "(real anatomy wider than the FOV, projected by RTK, several calibrations and patterns)")
@@ -257,33 +251,29 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also report OS-SART and FISTA-TV (cbct.iterative) on the kept views")
     p.add_argument("--throughput", action="store_true",
                    help="also measure synthesised views/s at the config's detector size and at 512 x 512")
-    return p
+    args = p.parse_args(argv)
+    return run_command(lambda: _run(args))
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Entry point of ``cbct eval bbc``; prints the table and returns the exit status."""
-    args = build_parser().parse_args(argv)
-    if not logging.getLogger().handlers:
-        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+def _run(args: argparse.Namespace) -> int:
     if any(f < 2 for f in args.factors):
-        raise SystemExit("--factors must be integers >= 2")
+        raise ValueError("--factors must be integers >= 2")
     cfg = load_config(args.config)
     dev = resolve_device(args.device)
-    if dev.type == "cpu":
-        torch.set_num_threads(int(cfg["threads"]))
+    use_threads(dev, args.threads)
+    cache_dir = resolve_path(args.cache_dir or cfg["cache_dir"])
+    flow_weights = resolve_path(args.flow_weights) if args.flow_weights else None
+    restore_weights = resolve_path(args.restore_weights) if args.restore_weights else None
     if args.heldout == "rtk":
-        result = evaluate_rtk(load_heldout_config(resolve_path(args.heldout_config)),
-                              flow_weights=resolve_path(args.flow_weights or cfg["weights"]["completion"]),
-                              restore_weights=resolve_path(args.restore_weights or cfg["weights"]["restoration"]),
-                              device=dev, cache_dir=resolve_path(cfg["cache_dir"]))
+        result = evaluate_rtk(load_heldout_config(resolve_path(args.heldout_config)), flow_weights=flow_weights,
+                              restore_weights=restore_weights, device=dev, cache_dir=cache_dir)
     else:
-        result = evaluate(cfg, factors=tuple(args.factors), flow_weights=args.flow_weights,
-                          restore_weights=args.restore_weights, device=dev, iterative=args.iterative)
-    table = format_table(result)
-    text = [table, "", f"held-out scans: {', '.join(result['scans'])}; {result['seconds']:.0f} s on "
-            f"{'CUDA ' + torch.cuda.get_device_name(dev) if dev.type == 'cuda' else 'CPU (' + (platform.processor() or platform.machine()) + ')'}"]
+        result = evaluate(cfg, factors=tuple(args.factors), flow_weights=flow_weights, restore_weights=restore_weights,
+                          device=dev, iterative=args.iterative, cache_dir=cache_dir)
+    text = [format_table(result), "", f"held-out scans: {', '.join(result['scans'])}; {result['seconds']:.0f} s on "
+            f"{describe_device(dev)}"]
     if args.throughput:
-        flow = load_completion(resolve_path(args.flow_weights or cfg["weights"]["completion"]), device=dev)
+        flow = load_completion(flow_weights, device=dev)
         scan = ScanConfig.from_dict(cfg["scan"])
         result["throughput"] = {}
         for shape, n_acq, ppb in ((tuple(scan.detector_shape), 45, 8), ((512, 512), 4, 1)):
@@ -295,10 +285,7 @@ def main(argv: list[str] | None = None) -> int:
     out = "\n".join(text)
     sys.stdout.write(out + "\n")  # the command's output is the table
     if args.out:
-        path = pathlib.Path(args.out)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        write_text_atomic(path, out + "\n")
-        write_text_atomic(path.with_suffix(".json"), json.dumps(result, indent=1, default=float))
+        write_results(args.out, result, out)
     return 0
 
 

@@ -263,6 +263,8 @@ class FlowCompletionNet(nn.Module):
     """Bidirectional flow-guided view synthesis (see the module notes). Views are (B, 1, H, W) line integrals."""
 
     MULTIPLE = 8  # inputs are padded to a multiple of this
+    weights_kind = "bbc_flow"  # cbct.learned.weights: the kind of its weights files
+    config_class = FlowCompletionConfig
 
     def __init__(self, config: FlowCompletionConfig | None = None) -> None:
         super().__init__()

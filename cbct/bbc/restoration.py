@@ -69,6 +69,9 @@ def _block(cin: int, cout: int) -> nn.Sequential:
 class RestorationNet(nn.Module):
     """Residual 2.5D U-Net: (B, context, H, W) slices in mm⁻¹ → (B, 1, H, W) restored centre slice in mm⁻¹."""
 
+    weights_kind = "bbc_restore"  # cbct.learned.weights: the kind of its weights files
+    config_class = RestorationConfig
+
     def __init__(self, config: RestorationConfig | None = None) -> None:
         super().__init__()
         self.config = config or RestorationConfig()

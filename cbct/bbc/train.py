@@ -1,39 +1,36 @@
 """``cbct train bbc --config FILE``: train the completion network, then the restoration network.
 
-Seeded (every draw comes from ``seed``), resumable (a checkpoint with model, optimiser, step and the random states is
-written every ``checkpoint_every`` steps into ``out_dir``; a rerun continues from it), CPU- or GPU-sized by the config
-(``configs/bbc_cpu.yaml``, ``configs/bbc_gpu.yaml``), mixed precision on CUDA (bfloat16 autocast where supported,
-else float16 with gradient scaling). The final weights go to ``weights.completion`` and ``weights.restoration``.
+Both go through the one training loop (:mod:`cbct.learned.loop`: seeded, resumable, mixed precision on CUDA,
+scheduled, validated) and the shared command line (:mod:`cbct.learned.cli`). Checkpoints, ``log.jsonl`` and the
+final weights (``completion.pt``, ``restoration.pt``) go to ``out_dir``; ``--ship`` also writes them over the
+package's shipped weights. Configs: ``configs/bbc_cpu.yaml``, ``configs/bbc_gpu.yaml``.
 """
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import logging
 import pathlib
 import time
+from typing import Any
 
 import numpy as np
 import torch
 from scipy import ndimage
 
 from cbct.bbc.data import ScanConfig, TripletSampler, load_sequences, noisy
-from cbct.bbc.model import FlowCompletionConfig, FlowCompletionNet
-from cbct.bbc.restoration import RestorationConfig, RestorationNet
+from cbct.bbc.model import FlowCompletionConfig, FlowCompletionNet, backward_warp
+from cbct.bbc.recon import complete_scan
+from cbct.bbc.restoration import RestorationConfig, RestorationNet, restore_volume
 from cbct.bbc.slices import SliceSampler, fov_mask
-from cbct.bbc.training import (
-    charbonnier,
-    describe_device,
-    load_config,
-    lr_at,
-    make_optimizer,
-    resolve_device,
-    resolve_path,
-    resume_checkpoint,
-    write_checkpoint,
-)
-from cbct.bbc.weights import load_completion, save_weights
+from cbct.bbc.training import charbonnier, load_config, resolve_path
+from cbct.bbc.weights import DEFAULT_COMPLETION, DEFAULT_RESTORATION, load_completion
+from cbct.fdk import fdk
+from cbct.learned.cli import config_overrides, run_command, ship_weights, train_parser
+from cbct.learned.device import describe_device, resolve_device, use_threads
+from cbct.learned.loop import LoopSettings, TrainingRun, run_training
+from cbct.learned.weights import save_weights
+from cbct.simulation.sparse import sparse_indices
 
 log = logging.getLogger(__name__)
 
@@ -52,8 +49,6 @@ def completion_loss(
     (a direct signal for the flow iterations, which the synthesis loss reaches only through the fusion), and
     ``smoothness`` times the mean absolute flow gradient.
     """
-    from cbct.bbc.model import backward_warp
-
     out = model(a, b, t)
     s = _pair_scale(a, b, model.config.min_scale)
     loss = charbonnier((out["view"].float() - y) / s) + 0.5 * charbonnier((out["blend"].float() - y) / s)
@@ -100,19 +95,24 @@ def validate(model: FlowCompletionNet, val: dict[int, tuple[np.ndarray, ...]], d
     return res
 
 
-def train_completion(cfg: dict, *, resume: bool = True) -> pathlib.Path:
-    """Train the completion network per ``cfg``; returns the path of the final weights."""
+def _provenance(cfg: dict, section: dict, run: TrainingRun, dev: torch.device) -> dict[str, Any]:
+    """The ``meta`` of a trained network's weights file."""
+    return {"steps": run.steps, "batch": section["batch"], "crop": section["crop"], "train_seconds": round(run.seconds, 1),
+            "device": describe_device(dev), "seed": int(cfg["seed"]), "validation": run.validation,
+            "torch": str(torch.__version__), "history": run.history[-40:], "config": cfg}
+
+
+def train_completion(cfg: dict, *, resume: bool = True, stop_after: int | None = None) -> tuple[pathlib.Path | None, TrainingRun]:
+    """Train the completion network per ``cfg``; returns the final weights (``out_dir/completion.pt``; ``None``
+    when ``stop_after`` stopped the run early) and what the run did."""
     cc = cfg["completion"]
     dev = resolve_device(cfg["device"])
-    if dev.type == "cpu":
-        torch.set_num_threads(int(cfg["threads"]))
+    use_threads(dev, cfg["threads"])
     scan = ScanConfig.from_dict(cfg["scan"])
     cache_dir = resolve_path(cfg["cache_dir"])
     out_dir = resolve_path(cfg["out_dir"])
-    out_dir.mkdir(parents=True, exist_ok=True)
     seed = int(cfg["seed"])
     torch.manual_seed(seed)
-
     t_data = time.perf_counter()
     seqs = load_sequences(scan, cfg["data"]["train"], cache_dir=cache_dir)
     val = validation_set(cfg, scan, cache_dir)
@@ -121,52 +121,25 @@ def train_completion(cfg: dict, *, resume: bool = True) -> pathlib.Path:
                              i0_range=tuple(cfg["noise"]["i0_range"]), scale_range=tuple(cfg["noise"]["scale_range"]),
                              rng=np.random.default_rng([seed, 1]))
     model = FlowCompletionNet(FlowCompletionConfig.from_dict(cc["model"])).to(dev)
-    if cc["init"] and not (resume and (out_dir / "completion_ckpt.pt").exists()):
+    ckpt = out_dir / "completion_ckpt.pt"
+    if cc["init"] and not (resume and ckpt.exists()):
         model.load_state_dict(load_completion(resolve_path(cc["init"])).state_dict())
         log.info("completion starts from %s", cc["init"])
-    opt, use_amp, amp_dtype, scaler = make_optimizer(model, cc, dev)
-    ckpt = out_dir / "completion_ckpt.pt"
-    step, elapsed, history = 0, 0.0, []
-    if resume and ckpt.exists():
-        step, elapsed, history = resume_checkpoint(ckpt, model, opt, scaler, sampler, dev, "completion")
-    total = int(cc["steps"])
-    model.train()
-    t0 = time.perf_counter() - elapsed
-    running = []
-    while step < total:
-        for group in opt.param_groups:
-            group["lr"] = lr_at(step, total, int(cc["warmup"]), float(cc["lr"]))
-        a, b, y, t = (torch.from_numpy(v).to(dev) for v in sampler.sample(int(cc["batch"])))
-        with torch.autocast(device_type=dev.type, dtype=amp_dtype, enabled=use_amp):
-            loss, _ = completion_loss(model, a, b, y, t, photometric=float(cc["photometric"]), smoothness=float(cc["smoothness"]))
-        opt.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        scaler.unscale_(opt)
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        scaler.step(opt)
-        scaler.update()
-        running.append(loss.item())
-        step += 1
-        if step % int(cc["log_every"]) == 0:
-            log.info("completion step %d/%d loss %.5f (%.0f s)", step, total, np.mean(running), time.perf_counter() - t0)
-            history.append({"step": step, "loss": float(np.mean(running))})
-            running = []
-        if step % int(cc["checkpoint_every"]) == 0 or step == total:
-            metrics = validate(model, val, dev)
-            history.append({"step": step, **metrics})
-            log.info("completion step %d validation %s", step, {k: round(v, 2) for k, v in metrics.items()})
-            write_checkpoint(ckpt, model, opt, scaler, sampler, step, time.perf_counter() - t0, history)
-    wall = time.perf_counter() - t0
-    metrics = validate(model, val, dev)
-    meta = {
-        "steps": total, "batch": cc["batch"], "crop": cc["crop"], "train_seconds": round(wall, 1),
-        "device": describe_device(dev, int(cfg["threads"])), "amp": use_amp, "seed": seed,
-        "scan": cfg["scan"], "data": cfg["data"]["train"], "validation": metrics, "torch": str(torch.__version__),
-        "history": history[-40:],
-    }
-    path = save_weights(resolve_path(cfg["weights"]["completion"]), model, meta=meta)
-    log.info("completion weights written to %s (%.0f s training, validation %s)", path, wall, metrics)
-    return path
+    settings = LoopSettings.from_section(cc)
+
+    def loss_fn(rng: np.random.Generator) -> tuple[torch.Tensor, dict[str, float]]:
+        a, b, y, t = (torch.from_numpy(v).to(dev) for v in sampler.sample(settings.batch))
+        loss, _ = completion_loss(model, a, b, y, t, photometric=float(cc["photometric"]), smoothness=float(cc["smoothness"]))
+        return loss, {}
+
+    run = run_training(model, loss_fn, settings=settings, rng=sampler.rng, device=dev, checkpoint=ckpt, identity=cfg,
+                       validate=lambda: validate(model, val, dev), name="completion", resume=resume, stop_after=stop_after)
+    if not run.finished:
+        return None, run
+    meta = {**_provenance(cfg, cc, run, dev), "scan": cfg["scan"], "data": cfg["data"]["train"]}
+    path = save_weights(out_dir / "completion.pt", model, meta=meta)
+    log.info("completion weights written to %s (%.0f s training, validation %s)", path, run.seconds, run.validation)
+    return path, run
 
 
 # ---------------------------------------------------------------------------------------------------- restoration
@@ -183,10 +156,6 @@ def restoration_volumes(cfg: dict, completion_path: pathlib.Path, dev: torch.dev
     ``restoration.factors`` with a seeded first kept view and noise; with ``restoration.blur_sigma_max > 0`` each clean sequence is first blurred
     on the detector by a Gaussian of random width up to that many pixels (smoother anatomy than the phantoms).
     """
-    from cbct.bbc.recon import complete_scan
-    from cbct.fdk import fdk
-    from cbct.simulation.sparse import sparse_indices
-
     rc = cfg["restoration"]
     scan = ScanConfig.from_dict(cfg["scan"])
     geom = scan.geometry()
@@ -237,18 +206,41 @@ def restoration_loss(net: RestorationNet, x, y, m, scale) -> torch.Tensor:
     return (torch.sqrt(d * d + 1e-6) * m).sum() / m.sum().clamp_min(1.0)
 
 
-def train_restoration(cfg: dict, *, resume: bool = True) -> pathlib.Path:
-    """Train the restoration network on reconstructions of network-completed scans; returns the weights path."""
+def completion_weights_for_restoration(cfg: dict) -> pathlib.Path:
+    """The completion network that makes the restoration's inputs: ``restoration.completion_weights``, else the one
+    this run trained (``out_dir/completion.pt``)."""
+    given = cfg["restoration"]["completion_weights"]
+    path = resolve_path(given) if given else resolve_path(cfg["out_dir"]) / "completion.pt"
+    if not path.is_file():
+        raise FileNotFoundError(f"restoration training needs completion weights: {path} does not exist (train the "
+                                "completion first, or set restoration.completion_weights)")
+    return path
+
+
+def _restoration_validation(net: RestorationNet, pairs: list[tuple[np.ndarray, np.ndarray]], mask: np.ndarray,
+                            dev: torch.device) -> dict[str, float]:
+    """Mean PSNR (dB, range of the target in the field of view) of the input and restored validation volumes."""
+    psnr_in, psnr_out = [], []
+    for x, y in pairs:
+        r = restore_volume(net, x, device=dev)
+        dr = float(y[:, mask].max() - y[:, mask].min())
+        psnr_in.append(10 * np.log10(dr**2 / float(((x - y)[:, mask] ** 2).mean())))
+        psnr_out.append(10 * np.log10(dr**2 / float(((r - y)[:, mask] ** 2).mean())))
+    return {"psnr_in": float(np.mean(psnr_in)), "psnr_out": float(np.mean(psnr_out)),
+            "gain_db": float(np.mean(psnr_out) - np.mean(psnr_in))}
+
+
+def train_restoration(cfg: dict, *, resume: bool = True, stop_after: int | None = None) -> tuple[pathlib.Path | None, TrainingRun]:
+    """Train the restoration network on reconstructions of network-completed scans; returns the final weights
+    (``out_dir/restoration.pt``; ``None`` when ``stop_after`` stopped the run early) and what the run did."""
     rc = cfg["restoration"]
     dev = resolve_device(cfg["device"])
-    if dev.type == "cpu":
-        torch.set_num_threads(int(cfg["threads"]))
+    use_threads(dev, cfg["threads"])
     seed = int(cfg["seed"])
     torch.manual_seed(seed + 1)
     scan = ScanConfig.from_dict(cfg["scan"])
     out_dir = resolve_path(cfg["out_dir"])
-    out_dir.mkdir(parents=True, exist_ok=True)
-    completion_path = resolve_path(cfg["weights"]["completion"])
+    completion_path = completion_weights_for_restoration(cfg)
     t_data = time.perf_counter()
     pairs = restoration_volumes(cfg, completion_path, dev)
     data_seconds = time.perf_counter() - t_data
@@ -259,97 +251,46 @@ def train_restoration(cfg: dict, *, resume: bool = True) -> pathlib.Path:
     mask = fov_mask(scan.volume_shape[1:], scan.voxel_size, 0.95 * scan.fov_radius())
     sampler = SliceSampler(train_pairs, context=net.config.context, crop=tuple(rc["crop"]), mask=mask,
                            rng=np.random.default_rng([seed, 3]))
-    opt, use_amp, amp_dtype, scaler = make_optimizer(net, rc, dev)
-    ckpt = out_dir / "restoration_ckpt.pt"
-    step, elapsed, history = 0, 0.0, []
-    if resume and ckpt.exists():
-        step, elapsed, history = resume_checkpoint(ckpt, net, opt, scaler, sampler, dev, "restoration")
-    total = int(rc["steps"])
-    t0 = time.perf_counter() - elapsed
-    running = []
-    net.train()
+    settings = LoopSettings.from_section(rc)
 
-    def val_psnr() -> dict[str, float]:
-        from cbct.bbc.restoration import restore_volume
+    def loss_fn(rng: np.random.Generator) -> tuple[torch.Tensor, dict[str, float]]:
+        x, y, m, sc = (torch.from_numpy(v).to(dev) for v in sampler.sample(settings.batch))
+        return restoration_loss(net, x, y, m, sc), {}
 
-        out = {}
-        gains = []
-        for x, y in val_pairs:
-            r = restore_volume(net, x, device=dev)
-            dr = float(y[:, mask].max() - y[:, mask].min())
-            mse_in = float(((x - y)[:, mask] ** 2).mean())
-            mse_out = float(((r - y)[:, mask] ** 2).mean())
-            gains.append(10 * np.log10(mse_in / mse_out))
-            out.setdefault("psnr_in", []).append(10 * np.log10(dr**2 / mse_in))
-            out.setdefault("psnr_out", []).append(10 * np.log10(dr**2 / mse_out))
-        net.train()
-        return {"psnr_in": float(np.mean(out["psnr_in"])), "psnr_out": float(np.mean(out["psnr_out"])), "gain_db": float(np.mean(gains))}
-
-    while step < total:
-        for group in opt.param_groups:
-            group["lr"] = lr_at(step, total, int(rc["warmup"]), float(rc["lr"]))
-        x, y, m, sc = (torch.from_numpy(v).to(dev) for v in sampler.sample(int(rc["batch"])))
-        with torch.autocast(device_type=dev.type, dtype=amp_dtype, enabled=use_amp):
-            loss = restoration_loss(net, x, y, m, sc)
-        opt.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        scaler.unscale_(opt)
-        torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
-        scaler.step(opt)
-        scaler.update()
-        running.append(loss.item())
-        step += 1
-        if step % int(rc["log_every"]) == 0:
-            log.info("restoration step %d/%d loss %.5f (%.0f s)", step, total, np.mean(running), time.perf_counter() - t0)
-            history.append({"step": step, "loss": float(np.mean(running))})
-            running = []
-        if step % int(rc["checkpoint_every"]) == 0 or step == total:
-            write_checkpoint(ckpt, net, opt, scaler, sampler, step, time.perf_counter() - t0, history)
-    wall = time.perf_counter() - t0
-    metrics = val_psnr()
-    log.info("restoration validation %s", metrics)
-    meta = {
-        "steps": total, "batch": rc["batch"], "crop": rc["crop"], "train_seconds": round(wall, 1),
-        "data_seconds": round(data_seconds, 1), "device": describe_device(dev, int(cfg["threads"])), "amp": use_amp,
-        "seed": seed, "factors": rc["factors"], "volume_pairs": len(pairs), "validation": metrics,
-        "completion_weights_sha1": _file_hash(completion_path), "torch": str(torch.__version__), "history": history[-40:],
-    }
-    path = save_weights(resolve_path(cfg["weights"]["restoration"]), net, meta=meta)
-    log.info("restoration weights written to %s (%.0f s training)", path, wall)
-    return path
+    run = run_training(net, loss_fn, settings=settings, rng=sampler.rng, device=dev,
+                       checkpoint=out_dir / "restoration_ckpt.pt", identity=cfg, name="restoration", resume=resume,
+                       validate=lambda: _restoration_validation(net, val_pairs, mask, dev), stop_after=stop_after)
+    if not run.finished:
+        return None, run
+    meta = {**_provenance(cfg, rc, run, dev), "data_seconds": round(data_seconds, 1), "factors": rc["factors"],
+            "volume_pairs": len(pairs), "completion_weights_sha1": _file_hash(completion_path)}
+    path = save_weights(out_dir / "restoration.pt", net, meta=meta)
+    log.info("restoration weights written to %s (%.0f s training)", path, run.seconds)
+    return path, run
 
 
 # ---------------------------------------------------------------------------------------------------- CLI
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="cbct train bbc", description="Train BBC-Recon (completion, then restoration).")
-    p.add_argument("--config", required=True, help="YAML config, e.g. configs/bbc_cpu.yaml")
-    p.add_argument("--stage", choices=("completion", "restoration", "all"), default="all")
-    p.add_argument("--no-resume", action="store_true", help="start afresh even when a checkpoint exists")
-    p.add_argument("--device", help="override the config's device (cpu, cuda, cuda:1, auto)")
-    p.add_argument("--steps", type=int, help="override the number of steps of the stage(s) trained")
-    p.add_argument("--out-dir", help="override the config's out_dir (checkpoints)")
-    return p
-
-
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``cbct train bbc``; returns the exit status."""
-    args = build_parser().parse_args(argv)
-    if not logging.getLogger().handlers:
-        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    cfg = load_config(args.config)
-    if args.device:
-        cfg["device"] = args.device
-    if args.out_dir:
-        cfg["out_dir"] = args.out_dir
-    if args.steps is not None:
-        if args.steps < 1:
-            raise SystemExit("--steps must be positive")
-        cfg["completion"]["steps"] = cfg["restoration"]["steps"] = args.steps
-    if args.stage in ("completion", "all"):
-        train_completion(cfg, resume=not args.no_resume)
-    if args.stage in ("restoration", "all"):
-        train_restoration(cfg, resume=not args.no_resume)
-    return 0
+    p = train_parser("cbct train bbc", "Train BBC-Recon: the completion network, then the restoration network.")
+    p.add_argument("--stage", choices=("completion", "restoration", "all"), default="all", help="which network(s)")
+    args = p.parse_args(argv)
+
+    def body() -> int:
+        cfg = load_config(args.config, config_overrides(args))
+        resume = not args.no_resume
+        for name, train, shipped in (("completion", train_completion, DEFAULT_COMPLETION),
+                                     ("restoration", train_restoration, DEFAULT_RESTORATION)):
+            if args.stage not in (name, "all"):
+                continue
+            path, run = train(cfg, resume=resume, stop_after=args.stop_after)
+            if path is None:
+                return 0  # stopped early: a rerun resumes
+            if args.ship:
+                ship_weights(path, shipped)
+        return 0
+
+    return run_command(body)
 
 
 if __name__ == "__main__":  # pragma: no cover

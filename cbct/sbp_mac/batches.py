@@ -36,7 +36,7 @@ class SliceBatcher:
         with_flow: bool = False,
         intensity_jitter: float = 0.0,
     ) -> None:
-        self.split, self.cfg = split, cfg
+        self.split, self.config = split, cfg
         if not 0.0 <= intensity_jitter < 1.0:
             raise ValueError(f"train.intensity_jitter must lie in [0, 1), got {intensity_jitter}")
         self.jitter = float(intensity_jitter)
@@ -55,7 +55,7 @@ class SliceBatcher:
             self.motions = [segment_motion(SampleSpec(m["source"], m["seed"], m["waveform"], tuple(m["mixed_kinds"])), scan) for m in split.meta]
 
     def batch(self, rng: np.random.Generator, batch_size: int, device: torch.device) -> dict[str, torch.Tensor | None]:
-        cfg, s = self.cfg, self.split
+        cfg, s = self.config, self.split
         n, nz, ny, nx = s.fdk.shape
         h = w = self.crop
         if h is None:

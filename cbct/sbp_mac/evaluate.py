@@ -34,7 +34,7 @@ from cbct.sbp_mac.data import SampleSpec, ScanConfig, cached_split
 from cbct.sbp_mac.inference import (
     correct_volume,
     fov_mask,
-    load_weights,
+    load_network,
     volume_metrics,
 )
 from cbct.simulation.motion import COMPONENT_KINDS
@@ -77,28 +77,29 @@ def evaluate(
 
     Returns ``{"rows": [per scan and method], "scan": ..., "seconds": ...}``.
     """
-    models = {name: load_weights(path, device=device) for name, path in methods.items()}
-    for name, (_, meta) in models.items():
-        if meta.get("config", {}).get("data", {}).get("kind") == "truncated":
+    models = {name: load_network(path, device=device) for name, path in methods.items()}
+    for name, model in models.items():
+        if model.meta.get("config", {}).get("data", {}).get("kind") == "truncated":
             raise ValueError(f"{name}: these weights were trained on truncated scans of anatomy larger than the field of "
                              "view; evaluate them with `cbct eval motion` (this set holds objects inside the grid)")
     if scan is None:
         # the scans of the segment-based weights (a plain U-Net may have been trained on uncorrected scans)
-        metas = [m for model, m in sorted(models.values(), key=lambda mm: not mm[0].cfg.use_segments) if "config" in m]
+        metas = [m.meta for m in sorted(models.values(), key=lambda m: not m.config.use_segments) if "config" in m.meta]
         if not metas:
             raise ValueError("no scan settings: give scan=... or weights whose meta holds their training config")
         scan = ScanConfig.from_dict(metas[0]["config"]["data"]["scan"])
         scan = dataclasses.replace(scan, min_motion_fraction=EVAL_MIN_MOTION_FRACTION)
     on_uncorrected: set[str] = set()  # networks trained on the FDK image of the nominal geometry
-    for name, (model, meta) in models.items():
-        if model.cfg.n_segments != scan.n_segments:
-            raise ValueError(f"{name}: weights use K = {model.cfg.n_segments}, the scans K = {scan.n_segments}")
+    for name, model in models.items():
+        meta = model.meta
+        if model.config.n_segments != scan.n_segments:
+            raise ValueError(f"{name}: weights use K = {model.config.n_segments}, the scans K = {scan.n_segments}")
         trained = meta.get("config", {}).get("data", {}).get("scan", {}).get("motion_estimation")
         if trained is not None:
             trained = MotionEstimationConfig.from_dict(trained).to_dict()
         if "config" not in meta or trained == scan.motion_estimation:
             continue
-        if trained is None and not model.cfg.use_segments:
+        if trained is None and not model.config.use_segments:
             on_uncorrected.add(name)
             continue
         raise ValueError(
@@ -121,10 +122,10 @@ def evaluate(
         rows.append({**base, "method": "FDK", **volume_metrics(split.fdk_uncorrected[i].astype(np.float32), ref, mask)})
         if scan.motion_estimation is not None:
             rows.append({**base, "method": MOTION_COMPENSATED_FDK, **volume_metrics(fdk, ref, mask)})
-        for name, (model, _) in models.items():
+        for name, model in models.items():
             t = time.perf_counter()
             image = split.fdk_uncorrected[i].astype(np.float32) if name in on_uncorrected else fdk
-            out = correct_volume(model, image, seg if model.cfg.use_segments else None, batch_size=batch_size, device=device)
+            out = correct_volume(model, image, seg if model.config.use_segments else None, batch_size=batch_size, device=device)
             timings[name] = timings.get(name, 0.0) + time.perf_counter() - t
             rows.append({**base, "method": name, **volume_metrics(out, ref, mask)})
     return {"rows": rows, "scan": scan.to_dict(), "n_scans": len(specs), "seconds": time.perf_counter() - t0,

@@ -36,7 +36,7 @@ import torch
 from cbct.fdk import fdk, fdk_filter
 from cbct.operators import segmented_backproject
 from cbct.sbp_mac.heldout import STILL, HeldOutConfig, heldout_scan, heldout_specs, load_heads
-from cbct.sbp_mac.inference import correct_volume, fov_mask, load_weights, volume_metrics
+from cbct.sbp_mac.inference import SHIPPED_UNET, correct_volume, fov_mask, load_network, volume_metrics
 
 log = logging.getLogger(__name__)
 
@@ -171,9 +171,9 @@ def evaluate_motion(
     there (everything but the networks), so that evaluating other weights on the same scans is quick.
     ``also_pipelines``: more pipelines whose outputs are reported as rows of their own.
     """
-    models = {name: load_weights(path)[0] for name, path in networks.items()}
+    models = {name: load_network(path) for name, path in networks.items()}
     settings, pose, filt = pipeline_estimation(pipeline)
-    ks = sorted({m.cfg.n_segments for m in models.values() if m.cfg.use_segments})
+    ks = sorted({m.config.n_segments for m in models.values() if m.config.use_segments})
     mask = fov_mask(cfg.volume_shape, cfg.fov_radius_voxels())
     heads = load_heads(cfg.sources, data_dir)
     rows: list[dict[str, Any]] = []
@@ -190,7 +190,7 @@ def evaluate_motion(
         add(COMPENSATED, vols["compensated"], sec["compensated_fdk"], **record["report"])
         for name, model in models.items():
             t = time.perf_counter()
-            seg = vols[f"segments_{model.cfg.n_segments}"] if model.cfg.use_segments else None
+            seg = vols[f"segments_{model.config.n_segments}"] if model.config.use_segments else None
             add(name, correct_volume(model, vols["compensated"], seg, batch_size=batch_size), time.perf_counter() - t)
         add(f"pipeline {pipeline}", vols["pipeline"], sec["pipeline"], stage_seconds=record["pipeline_stage_seconds"])
         for other in also_pipelines:
@@ -314,9 +314,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     torch.set_num_threads(args.threads)
-    from cbct.sbp_mac.inference import default_weights_path
-
-    unet = args.unet or str(default_weights_path().with_name("sbp_mac_unet.pt"))
+    unet = args.unet or str(SHIPPED_UNET)
     networks: dict[str, str | None] = {UNET: unet, SBP_MAC: args.weights}
     if args.unet == "none":
         del networks[UNET]

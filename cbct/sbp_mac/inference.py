@@ -1,56 +1,34 @@
-"""Running an SBP-MAC network over whole volumes, and reading and writing its weights files."""
+"""Running an SBP-MAC network over whole volumes, and loading its weights (:mod:`cbct.learned.weights`)."""
 
 from __future__ import annotations
 
 import logging
 import os
-import pathlib
-from importlib import resources
-from typing import Any
 
 import numpy as np
 import torch
 from torch.nn import functional as F
 
+from cbct.learned.weights import load_weights, shipped_weights
 from cbct.sbp_mac.model import SBPMAC, SBPMACConfig
 
 log = logging.getLogger(__name__)
 
 __all__ = [
-    "WEIGHTS_FORMAT", "correct_volume", "default_weights_path", "input_scale", "load_weights", "save_weights", "slice_inputs",
+    "SHIPPED", "SHIPPED_UNET", "correct_volume", "input_scale", "load_network", "slice_inputs",
 ]
 
-WEIGHTS_FORMAT = "cbct.sbp_mac/1"
+SHIPPED = shipped_weights("sbp_mac.pt")
+SHIPPED_UNET = shipped_weights("sbp_mac_unet.pt")  # the plain U-Net trained on the same data (evaluation baseline)
 NORMALISED_LEVEL = 2.0  # the robust level of a normalised volume (water at ~1 for a typical dental scan)
 ROBUST_PERCENTILE = 99.5
 _MAX_QUANTILE_SAMPLES = 1 << 22
 
 
-def default_weights_path() -> pathlib.Path:
-    """The weights shipped in the package: ``cbct/models/sbp_mac.pt``."""
-    return pathlib.Path(str(resources.files("cbct").joinpath("models", "sbp_mac.pt")))
-
-
-def save_weights(model: SBPMAC, path: str | os.PathLike, meta: dict[str, Any] | None = None) -> pathlib.Path:
-    """Write the model (fp32 state dict, architecture, ``meta``) to ``path``; loadable with ``weights_only``."""
-    path = pathlib.Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().to("cpu", torch.float32).clone() for k, v in model.state_dict().items()}
-    torch.save({"format": WEIGHTS_FORMAT, "model_config": model.cfg.to_dict(), "state_dict": state, "meta": meta or {}}, path)
-    return path
-
-
-def load_weights(path: str | os.PathLike | None = None, device: str | torch.device = "cpu") -> tuple[SBPMAC, dict[str, Any]]:
-    """The model in eval mode on ``device`` and the file's meta; ``path=None`` loads the shipped weights."""
-    path = pathlib.Path(path) if path is not None else default_weights_path()
-    if not path.is_file():
-        raise FileNotFoundError(f"weights: no such file {path}")
-    blob = torch.load(path, map_location="cpu", weights_only=True)
-    if not isinstance(blob, dict) or blob.get("format") != WEIGHTS_FORMAT:
-        raise ValueError(f"weights: {path} is not an SBP-MAC weights file (format {WEIGHTS_FORMAT})")
-    model = SBPMAC(SBPMACConfig.from_dict(blob["model_config"]))
-    model.load_state_dict(blob["state_dict"])
-    return model.to(device).eval(), dict(blob.get("meta", {}))
+def load_network(path: str | os.PathLike | None = None, device: str | torch.device = "cpu") -> SBPMAC:
+    """The SBP-MAC (or plain U-Net) network at ``path`` in eval mode on ``device``, its file's meta as ``.meta``;
+    ``path=None`` loads the shipped ``cbct/models/sbp_mac.pt`` (:data:`SHIPPED`)."""
+    return load_weights(path if path is not None else SHIPPED, SBPMAC, device=device)
 
 
 def input_scale(cfg: SBPMACConfig, fdk) -> float:
@@ -120,7 +98,7 @@ def correct_volume(
     Returns:
         The corrected (Z, H, W) float32 volume in mm⁻¹ as a torch tensor on ``device`` (and the artifact map).
     """
-    cfg = model.cfg
+    cfg = model.config
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     dev = torch.device(device) if device is not None else next(model.parameters()).device

@@ -192,9 +192,12 @@ class DegradationEncoder(nn.Module):
 class SBPMAC(nn.Module):
     """Degradation encoder + SFT-modulated residual U-Net (or the plain U-Net with ``use_segments=False``)."""
 
+    weights_kind = "sbp_mac"  # cbct.learned.weights: the kind of its weights files
+    config_class = SBPMACConfig
+
     def __init__(self, cfg: SBPMACConfig | None = None) -> None:
         super().__init__()
-        self.cfg = cfg = cfg or SBPMACConfig()
+        self.config = cfg = cfg or SBPMACConfig()
         ch = cfg.channels
         in_ch = cfg.n_slices * (2 if cfg.align_segments else 1)
         self.inc = nn.Sequential(nn.Conv2d(in_ch, ch[0], 3, padding=1), _act(), ResBlock(ch[0]))
@@ -229,7 +232,7 @@ class SBPMAC(nn.Module):
 
         Returns: :class:`SBPMACOutput` (corrected centre slice, artifact map, aligned centre slice).
         """
-        cfg = self.cfg
+        cfg = self.config
         if image.ndim != 4 or image.shape[1] != cfg.n_slices:
             raise ValueError(f"image must have shape (B, {cfg.n_slices}, H, W), got {tuple(image.shape)}")
         h, w = image.shape[-2:]

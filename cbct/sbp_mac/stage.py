@@ -64,7 +64,7 @@ def sbp_mac_stage(
         A new state whose ``volume`` is the corrected (nz, ny, nx) float32 volume in mm⁻¹ on the projections'
         backend; ``extras["sbp_mac"]`` records K, the weights and timings.
     """
-    from cbct.sbp_mac.inference import correct_volume, load_weights
+    from cbct.sbp_mac.inference import correct_volume, load_network
 
     unknown = set(kw) - set(_FILTER_KEYS)
     if unknown:
@@ -77,9 +77,10 @@ def sbp_mac_stage(
     lib = array_library(projections)
     if device is None:
         device = "cuda" if lib == "cupy" else "cpu"
-    model, meta = load_weights(weights, device=device)
-    if model.cfg.n_segments != n_segments:
-        raise ValueError(f"n_segments={n_segments} but the weights were trained with K = {model.cfg.n_segments} segments")
+    model = load_network(weights, device=device)
+    meta = model.meta
+    if model.config.n_segments != n_segments:
+        raise ValueError(f"n_segments={n_segments} but the weights were trained with K = {model.config.n_segments} segments")
     filter_kw = {k: kw[k] for k in _FILTER_KEYS if k in kw}
     trained_scan = meta.get("config", {}).get("data", {}).get("scan", {})
     filter_kw.setdefault("filter", trained_scan.get("filter", "hann"))

@@ -1,0 +1,53 @@
+"""One device resolution for training, evaluation and the pipeline stages."""
+
+from __future__ import annotations
+
+import platform
+from typing import Any
+
+import torch
+
+__all__ = ["resolve_device", "describe_device", "autocast_dtype", "use_threads"]
+
+
+def _is_cupy(data: Any) -> bool:
+    return type(data).__module__.split(".")[0] == "cupy"
+
+
+def resolve_device(name: str | torch.device | None = "auto", data: Any = None) -> torch.device:
+    """The torch device for ``name``: ``"auto"`` is CUDA when available, else the CPU; ``None`` follows ``data``
+    (CuPy arrays: their GPU, anything else: the CPU); any other name as torch reads it.
+
+    Raises:
+        RuntimeError: a CUDA device asked for where CUDA is not available.
+        ValueError: a name torch does not know.
+    """
+    if name is None:
+        return torch.device(f"cuda:{data.device.id}") if _is_cupy(data) else torch.device("cpu")
+    if str(name) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(name)
+    except (RuntimeError, TypeError) as exc:
+        raise ValueError(f"device {name!r} is not a torch device (cpu, cuda, cuda:1, auto): {exc}") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(f"device {str(name)!r} requested but CUDA is not available")
+    return dev
+
+
+def use_threads(dev: torch.device, threads: int | None) -> None:
+    """On the CPU, let torch use ``threads`` threads (``None``: leave torch's choice)."""
+    if dev.type == "cpu" and threads:
+        torch.set_num_threads(int(threads))
+
+
+def autocast_dtype(dev: torch.device) -> torch.dtype:
+    """Mixed-precision dtype on ``dev``: bfloat16 where the GPU supports it, else float16."""
+    return torch.bfloat16 if dev.type == "cuda" and torch.cuda.is_bf16_supported() else torch.float16
+
+
+def describe_device(dev: torch.device) -> str:
+    """``dev`` in words for provenance: the GPU's name, or the CPU and its torch threads."""
+    if dev.type == "cuda":
+        return f"{torch.cuda.get_device_name(dev)} (CUDA)"
+    return f"CPU ({platform.processor() or platform.machine()}), {torch.get_num_threads()} torch thread(s)"
