@@ -210,7 +210,7 @@ def test_stages_run_end_to_end(tmp_path, small_geometry):
     assert "bbc_restoration" in restored.extras
     with pytest.raises(ValueError, match="volume"):
         restoration_stage(state, weights=rest_w)
-    with pytest.raises(TypeError, match="unknown"):
+    with pytest.raises(TypeError, match="bogus"):
         completion_stage(state, weights=flow_w, factor=4, bogus=1)
 
 

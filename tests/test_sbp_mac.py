@@ -169,7 +169,7 @@ def test_stage_runs_end_to_end_on_a_tiny_scan(tmp_path):
     np.testing.assert_allclose(rev.volume, out.volume, atol=1e-5)
     with pytest.raises(ValueError, match="n_segments"):
         sbp_mac_stage(state, weights=str(path), n_segments=8)
-    with pytest.raises(TypeError, match="unknown options"):
+    with pytest.raises(TypeError, match="colour"):
         sbp_mac_stage(state, weights=str(path), n_segments=4, colour="red")
 
 
@@ -195,6 +195,9 @@ def test_training_cli_runs_and_resumes_exactly(tmp_path):
     assert meta["steps"] == 4 and np.isfinite(meta["val"]["psnr"])
     log_lines = [json.loads(line) for line in (tmp_path / "a" / "log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in log_lines if "total" in r] == [1, 2, 3, 4] and any("val_psnr" in r for r in log_lines)
+    # the shared loop's checkpoint (cbct.learned.loop), as BBC's (tests/test_learned.py)
+    assert set(torch.load(tmp_path / "a" / "checkpoint.pt", weights_only=True)) == {
+        "identity", "model", "optimizer", "scaler", "numpy_rng", "torch_rng", "step", "seconds", "history"}
     # stop after 2 steps, then resume to 4: the same weights as the uninterrupted run
     assert train.main(["--config", str(cfg_path), "--out", str(tmp_path / "b"), "--stop-after", "3"]) == 0
     assert not (tmp_path / "b" / "model.pt").exists()

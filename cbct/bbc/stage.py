@@ -34,21 +34,14 @@ def _like(result, original: Any):
     return result if isinstance(result, np.ndarray) else result.cpu().numpy()
 
 
-def _device(device: str | None, data: Any) -> str:
-    if device is not None:
-        return device
-    if _is_cupy(data):
-        return f"cuda:{data.device.id}"
-    return "cpu"
-
-
 def completion_stage(
     state: PipelineState,
     *,
     weights: str | None = None,
     factor: int | None = None,
     device: str | None = None,
-    **kw: Any,
+    full_circle: bool | None = None,
+    pairs_per_batch: int = 8,
 ) -> PipelineState:
     """Replace the sparse projections and geometry of ``state`` by the completed dense ones.
 
@@ -60,7 +53,8 @@ def completion_stage(
             the angles in ``state.extras["target_angles"]`` (``Scan.target_angles``), then
             ``state.metadata["sparse_step"]`` as the factor.
         device: torch device (default: ``cuda:N`` for CuPy projections, else ``cpu``).
-        **kw: ``full_circle`` (bool, default detected) and ``pairs_per_batch`` (int, default 8).
+        full_circle: whether the acquired views span a full circle (``None``: detected from the angles).
+        pairs_per_batch: neighbour pairs per network pass.
 
     Returns:
         A new state with the dense ``projections`` (on the input's device) and ``geometry``: exactly the target's
@@ -75,10 +69,8 @@ def completion_stage(
     """
     from cbct.bbc.inference import complete_views
     from cbct.bbc.weights import load_completion
+    from cbct.learned.device import resolve_device
 
-    unknown = set(kw) - {"full_circle", "pairs_per_batch"}
-    if unknown:
-        raise TypeError(f"completion_stage got unknown parameters {sorted(unknown)}; accepted: weights, factor, device, full_circle, pairs_per_batch")
     if state.projections is None:
         raise ValueError("completion_stage needs state.projections (the sparse scan); got None")
     target = angles = None
@@ -94,17 +86,17 @@ def completion_stage(
             return state.replace(extras={**state.extras, "bbc_completion": skipped})
     if factor is not None and (isinstance(factor, bool) or int(factor) != factor or int(factor) < 1):
         raise ValueError(f"factor must be a positive integer, got {factor!r}")
-    dev = _device(device, state.projections)
+    dev = resolve_device(device, state.projections)
     t0 = time.perf_counter()
     try:
         plan = plan_completion(state.geometry, factor=None if factor is None else int(factor), angles=angles,
-                               target=target, full_circle=kw.get("full_circle"))
+                               target=target, full_circle=full_circle)
     except ValueError as exc:
         source = "full_geometry" if target is not None else "target_angles" if angles is not None else "factor"
         raise ValueError(f"completion_stage cannot complete scan '{state.metadata.get('id', 'scan')}' to its "
                          f"{source}: {exc}") from None
     model = load_completion(weights, device=dev)
-    dense = complete_views(model, state.projections, plan, device=dev, pairs_per_batch=int(kw.get("pairs_per_batch", 8)),
+    dense = complete_views(model, state.projections, plan, device=dev, pairs_per_batch=int(pairs_per_batch),
                            as_numpy=not _is_cupy(state.projections))
     seconds = time.perf_counter() - t0
     info = {"acquired": state.geometry.n_views, "dense": plan.geometry.n_views, "synthesised": int(plan.missing.size),
@@ -119,7 +111,7 @@ def restoration_stage(
     *,
     weights: str | None = None,
     device: str | None = None,
-    **kw: Any,
+    batch: int = 8,
 ) -> PipelineState:
     """Refine ``state.volume`` (the reconstruction of completed projections) with the restoration network.
 
@@ -127,7 +119,7 @@ def restoration_stage(
         state: with ``volume`` (z, y, x) mm⁻¹.
         weights: restoration weights file (default: the shipped ``cbct/models/bbc_restore.pt``).
         device: torch device (default: ``cuda:N`` for a CuPy volume, else ``cpu``).
-        **kw: ``batch`` (slices per forward pass, default 8).
+        batch: axial slices per network pass.
 
     Returns:
         A new state with the restored ``volume`` (on the input's device); ``extras["bbc_restoration"]`` holds the
@@ -135,16 +127,14 @@ def restoration_stage(
     """
     from cbct.bbc.restoration import restore_volume
     from cbct.bbc.weights import load_restoration
+    from cbct.learned.device import resolve_device
 
-    unknown = set(kw) - {"batch"}
-    if unknown:
-        raise TypeError(f"restoration_stage got unknown parameters {sorted(unknown)}; accepted: weights, device, batch")
     if state.volume is None:
         raise ValueError("restoration_stage needs state.volume (run a reconstruction stage first); got None")
-    dev = _device(device, state.volume)
+    dev = resolve_device(device, state.volume)
     t0 = time.perf_counter()
     net = load_restoration(weights, device=dev)
-    out = restore_volume(net, state.volume, batch=int(kw.get("batch", 8)), device=dev, as_numpy=not _is_cupy(state.volume))
+    out = restore_volume(net, state.volume, batch=int(batch), device=dev, as_numpy=not _is_cupy(state.volume))
     seconds = time.perf_counter() - t0
     log.info("restoration: %s volume in %.2f s", out.shape, seconds)
     extras = {**state.extras, "bbc_restoration": {"seconds": seconds, "weights": str(weights or "shipped")}}

@@ -245,6 +245,9 @@ def train_restoration(cfg: dict, *, resume: bool = True, stop_after: int | None 
     pairs = restoration_volumes(cfg, completion_path, dev)
     data_seconds = time.perf_counter() - t_data
     log.info("restoration data: %d volume pairs, %.0f s", len(pairs), data_seconds)
+    if len(pairs) < 2:
+        raise ValueError(f"restoration training needs at least 2 volume pairs (1 is kept for validation), got "
+                         f"{len(pairs)}: raise restoration.sequences or add restoration.factors")
     n_val = max(1, len(pairs) // 8)
     train_pairs, val_pairs = pairs[:-n_val], pairs[-n_val:]
     net = RestorationNet(RestorationConfig.from_dict(rc["model"])).to(dev)

@@ -71,6 +71,7 @@ def run_command(body: Callable[[], int]) -> int:
         return int(body() or 0)
     except (FileNotFoundError, ValueError, TypeError) as exc:
         log.error("%s", exc)
+        log.debug("where it was raised", exc_info=True)
         return 2
 
 

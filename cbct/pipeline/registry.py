@@ -5,9 +5,11 @@ entry-point group (a package declares ``entry_points={"cbct.stages": ["denoise =
 Any other ``"module:function"`` reference imports and runs arbitrary installed code, so it is refused unless the
 caller opts in (``allow_any_stage=True``, ``cbct run --allow-any-stage``). Callables given from Python always run.
 
-A stage is ``fn(state: PipelineState, **params) -> PipelineState``. A stage function may carry a ``params_schema``
-attribute (a JSON-Schema ``object`` for its parameters) that pipeline validation checks; otherwise parameter names
-are checked against its signature.
+A stage is ``fn(state: PipelineState, *, param: type = default, ...) -> PipelineState``: typed keyword-only
+parameters. Pipeline validation checks every parameter a pipeline gives against the signature: the name must be one
+of them and the value must match its annotation (``int``, ``float``, ``bool``, ``str``, ``None``, unions,
+``Literal``, mappings and sequences; other annotations are not checked). A stage function may also carry a
+``params_schema`` attribute (a JSON-Schema ``object``) for finer limits, which is checked first.
 """
 
 from __future__ import annotations
@@ -17,6 +19,10 @@ import importlib
 import importlib.metadata
 import inspect
 import logging
+import types
+import typing
+from collections.abc import Mapping as AbcMapping
+from collections.abc import Sequence as AbcSequence
 from collections.abc import Callable, Mapping
 from types import MappingProxyType
 from typing import Any
@@ -26,7 +32,7 @@ from cbct.schema import SchemaError, join_path, validate
 log = logging.getLogger(__name__)
 
 __all__ = ["STAGES", "StageFunction", "StageNotAllowedError", "resolve_stage", "check_stage_params", "stage_reference",
-           "installed_stages", "ENTRY_POINT_GROUP"]
+           "installed_stages", "matches_annotation", "ENTRY_POINT_GROUP"]
 
 ENTRY_POINT_GROUP = "cbct.stages"
 
@@ -115,8 +121,49 @@ def check_stage_params(fn: StageFunction, params: Mapping[str, Any], where: str,
         return
     names = [p.name for p in accepted if p.kind in (inspect.Parameter.KEYWORD_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)]
     prefix = f"{where}: " if where else ""
-    for key in params:
+    try:
+        hints = typing.get_type_hints(fn)
+    except Exception:  # an annotation that does not resolve: names are still checked
+        hints = {}
+    for key, value in params.items():
+        at = join_path(path, key)
         if key not in names:
-            at = join_path(path, key)
             raise SchemaError(f"{prefix}{at}: unknown parameter for stage {getattr(fn, '__name__', fn)!s} "
                               f"(accepted: {', '.join(names) or 'none'})", at)
+        if key in hints and not matches_annotation(value, hints[key]):
+            raise SchemaError(f"{prefix}{at}: {value!r} is not a {_describe(hints[key])} (stage "
+                              f"{getattr(fn, '__name__', fn)!s})", at)
+
+
+def matches_annotation(value: Any, annotation: Any) -> bool:
+    """Whether a parameter value read from YAML fits a stage parameter's type annotation (unknown types: yes)."""
+    if annotation is Any:
+        return True
+    if annotation is None or annotation is type(None):
+        return value is None
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin in (typing.Union, types.UnionType):
+        return any(matches_annotation(value, a) for a in args)
+    if origin is typing.Literal:
+        return value in args and type(value) in {type(a) for a in args}
+    if annotation is bool:
+        return isinstance(value, bool)
+    if annotation is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if annotation is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if annotation is str:
+        return isinstance(value, str)
+    container = origin or annotation
+    if isinstance(container, type) and issubclass(container, AbcMapping):
+        return isinstance(value, AbcMapping)
+    if isinstance(container, type) and issubclass(container, (list, tuple, AbcSequence)) and container is not str:
+        if not isinstance(value, (list, tuple)):
+            return False
+        item = args[0] if args and (container is not tuple or len(args) == 2 and args[1] is Ellipsis) else Any
+        return all(matches_annotation(v, item) for v in value)
+    return True
+
+
+def _describe(annotation: Any) -> str:
+    return str(annotation).replace("typing.", "").replace("NoneType", "None")

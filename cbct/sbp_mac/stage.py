@@ -21,8 +21,6 @@ log = logging.getLogger(__name__)
 
 __all__ = ["sbp_mac_stage"]
 
-_FILTER_KEYS = ("filter", "cutoff", "short_scan", "offset_detector", "truncation")
-
 
 def sbp_mac_stage(
     state: PipelineState,
@@ -35,7 +33,11 @@ def sbp_mac_stage(
     estimate_motion: bool | None = None,
     pose: str | int = "first",
     motion_settings: dict[str, Any] | None = None,
-    **kw: Any,
+    filter: str | None = None,
+    cutoff: float | None = None,
+    short_scan: bool | None = None,
+    offset_detector: bool | None = None,
+    truncation: str | bool | None = None,
 ) -> PipelineState:
     """Motion-artifact-corrected reconstruction of ``state.projections``.
 
@@ -57,31 +59,30 @@ def sbp_mac_stage(
             views in acquisition order).
         motion_settings: overrides of the estimation and gate settings
             (:class:`cbct.motion_estimation.MotionEstimationConfig` keys, e.g. ``gate_mm``, ``gate_gain``).
-        **kw: FDK options ``filter``, ``cutoff``, ``short_scan``, ``offset_detector``, ``truncation`` (``filter``
-            defaults to the one the weights were trained with).
+        filter, cutoff, short_scan, offset_detector, truncation: FDK options as :func:`cbct.fdk` (``None``: its
+            default; ``filter`` defaults to the one the weights were trained with).
 
     Returns:
         A new state whose ``volume`` is the corrected (nz, ny, nx) float32 volume in mm⁻¹ on the projections'
         backend; ``extras["sbp_mac"]`` records K, the weights and timings.
     """
+    from cbct.learned.device import resolve_device
     from cbct.sbp_mac.inference import correct_volume, load_network
 
-    unknown = set(kw) - set(_FILTER_KEYS)
-    if unknown:
-        raise TypeError(f"sbp_mac_stage got unknown options {sorted(unknown)}; accepted: {list(_FILTER_KEYS)}")
     if state.projections is None:
         raise ValueError("state.projections is None: the SBP-MAC stage needs the scan's projections")
     if not isinstance(n_segments, (int, np.integer)) or n_segments < 1:
         raise ValueError(f"n_segments must be a positive integer, got {n_segments!r}")
     projections, geom = state.projections, state.geometry
     lib = array_library(projections)
-    if device is None:
-        device = "cuda" if lib == "cupy" else "cpu"
+    device = resolve_device(device, projections)
     model = load_network(weights, device=device)
     meta = model.meta
     if model.config.n_segments != n_segments:
         raise ValueError(f"n_segments={n_segments} but the weights were trained with K = {model.config.n_segments} segments")
-    filter_kw = {k: kw[k] for k in _FILTER_KEYS if k in kw}
+    given = {"filter": filter, "cutoff": cutoff, "short_scan": short_scan, "offset_detector": offset_detector,
+             "truncation": truncation}
+    filter_kw = {k: v for k, v in given.items() if v is not None}
     trained_scan = meta.get("config", {}).get("data", {}).get("scan", {})
     filter_kw.setdefault("filter", trained_scan.get("filter", "hann"))
     estimation = trained_scan.get("motion_estimation")
