@@ -19,6 +19,7 @@ from cbct.learned.weights import save_weights
 from cbct.sbp_mac.inference import SHIPPED, correct_volume, fov_mask, load_network, volume_metrics
 from cbct.sbp_mac.loss import LossWeights, sbp_mac_loss
 from cbct.sbp_mac.model import SBPMAC, SBPMACConfig
+from cbct.sbp_mac.objects import ellipsoid_head
 from cbct.sbp_mac.stage import sbp_mac_stage
 from cbct.simulation.motion import evaluate_motion, sample_motion_parameters
 from cbct.simulation.noise import add_noise
@@ -156,7 +157,7 @@ def test_correct_volume_pads_and_matches_slicewise_calls(tmp_path):
 def test_stage_runs_end_to_end_on_a_tiny_scan(tmp_path):
     path, _ = _tiny_weights(tmp_path)
     geom = scan_geometry(TINY)
-    vol = sbp_data.random_dental_head(TINY.grid, np.random.default_rng(0), 26.0)
+    vol = ellipsoid_head(TINY.grid, np.random.default_rng(0), 26.0)
     scan = cbct.project(vol, geom)
     state = PipelineState(geometry=geom, projections=scan, metadata={"id": "tiny"})
     out = sbp_mac_stage(state, weights=str(path), n_segments=4, batch_size=4, keep_fdk=True)
@@ -288,7 +289,7 @@ def test_stage_estimates_motion_when_the_weights_were_trained_on_compensated_sca
 
     path, _ = _tiny_weights(tmp_path, motion_estimation=TINY_ESTIMATION)
     geom = scan_geometry(TINY)
-    vol = sbp_data.random_dental_head(TINY.grid, np.random.default_rng(0), 26.0)
+    vol = ellipsoid_head(TINY.grid, np.random.default_rng(0), 26.0)
     scan = cbct.project(vol, geom)
     out = sbp_mac_stage(PipelineState(geometry=geom, projections=scan), weights=str(path), n_segments=4, keep_fdk=True)
     motion = out.extras["sbp_mac"]["motion"]

@@ -3,8 +3,9 @@
 One sample is made from a :class:`SampleSpec` (object source, seed, motion waveform) and a :class:`ScanConfig`:
 
 1. an object volume (mm⁻¹) on the scan's grid, from one of :data:`SOURCES`:
-   ``"dental"`` (the project's procedural dental phantom, ``cbct.phantoms.dental``), ``"ellipsoids"`` (random ellipsoid dental heads: skull, jaw arch, teeth
-   with pulp, airway, random inclusions), ``"tigre_head"`` (TIGRE's MRI-derived head phantom, randomly rotated,
+   ``"dental"`` (the project's procedural dental phantom, ``cbct.phantoms.dental``), ``"ellipsoids"`` (the random
+   ellipsoid dental head, :mod:`cbct.phantoms.random_head`: jaw arches, teeth with pulp, airway, spine, sinus,
+   random inclusions), ``"tigre_head"`` (TIGRE's MRI-derived head phantom, randomly rotated,
    scaled and shifted) and ``"head_mha"`` (a real CT of a head, VTK's ``headsq``, scaled to fit the field of view;
    kept for evaluation);
 2. a random rigid motion (:mod:`cbct.simulation.motion`, the static pose being the mean pose) applied through the
@@ -43,7 +44,7 @@ from cbct.geometry import ConeGeometry, VolumeGrid
 from cbct.motion_estimation import MotionEstimationConfig, estimate_rigid_motion
 from cbct.operators import project, segmented_backproject
 from cbct.sbp_mac.cache import Sample, SplitArrays, content_key, load_split, write_split
-from cbct.sbp_mac.objects import SOURCES, random_dental_head, source_volume
+from cbct.sbp_mac.objects import SOURCES, source_volume
 from cbct.simulation.motion import (
     COMPONENT_KINDS,
     WAVEFORMS,
@@ -70,7 +71,6 @@ __all__ = [
     "iter_samples",
     "load_split",
     "object_radius",
-    "random_dental_head",
     "scan_geometry",
     "segment_motion",
     "simulate_sample",

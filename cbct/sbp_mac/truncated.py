@@ -6,7 +6,8 @@ A sample (:func:`simulate_truncated_sample`, a pure function of its :class:`~cbc
 1. the object on a large *outer* grid (about 200 mm across, ``outer_voxel_factor`` times coarser than the field of
    view) around the field of view: ``"dental"``, the project's procedural dental phantom at a random adult scale,
    whose soft tissue fills the outer grid (the face, cheeks and neck overflow the field of view), or
-   ``"ellipsoids"``, a random ellipsoid dental head of radius ``head_radius_mm`` (also larger than the field of view);
+   ``"ellipsoids"``, the random ellipsoid dental head (:func:`cbct.sbp_mac.objects.ellipsoid_head`) of radius
+   ``head_radius_mm`` (also larger than the field of view);
    randomly mirrored front to back, and multiplied by an attenuation scale drawn in ``attenuation_scale``;
 2. the field of view: a (z, y, x) grid of ``volume_shape`` voxels of a size drawn in ``voxel_size``, centred on the
    rotation axis; a detector whose half fan covers ``detector_margin`` (drawn) times the field of view's radius, so
@@ -42,7 +43,7 @@ from cbct.operators import project, segmented_backproject
 from cbct.phantoms.dental import dental_phantom
 from cbct.sbp_mac.cache import Sample, SplitArrays, content_key, load_split, write_split
 from cbct.sbp_mac.data import SampleSpec, _streams
-from cbct.sbp_mac.objects import random_dental_head
+from cbct.sbp_mac.objects import ellipsoid_head
 from cbct.simulation.motion import RigidMotion, evaluate_motion, sample_motion_parameters
 from cbct.simulation.noise import add_noise
 
@@ -169,7 +170,7 @@ def _object(spec: SampleSpec, cfg: TruncatedScanConfig, grid: VolumeGrid, rng: n
     if spec.source == "dental":
         vol = dental_phantom(grid, rng=int(rng.integers(2**31)), scale=float(rng.uniform(*cfg.dental_scale)))
     elif spec.source == "ellipsoids":
-        vol = random_dental_head(grid, rng, float(rng.uniform(*cfg.head_radius_mm)))
+        vol = ellipsoid_head(grid, rng, float(rng.uniform(*cfg.head_radius_mm)))
     else:
         raise ValueError(f"source must be one of {TRUNCATED_SOURCES} for truncated scans, got {spec.source!r}")
     if rng.random() < 0.5:  # face towards -y or +y
