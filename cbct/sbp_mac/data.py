@@ -340,9 +340,10 @@ def displacement_field(
 
 # ---------------------------------------------------------------------------------------------- cached splits
 def split_key(specs: Sequence[SampleSpec], cfg: ScanConfig, augment: bool) -> str:
-    """A short hash of everything that defines a split's content."""
+    """A short hash of everything that defines a split's content (``version`` 6: the ellipsoid heads of
+    :mod:`cbct.phantoms.random_head`)."""
     return content_key({"scan": cfg.to_dict(), "specs": [dataclasses.asdict(s) for s in specs], "augment": augment,
-                        "dental": "cbct.phantoms.dental", "version": 5})
+                        "dental": "cbct.phantoms.dental", "version": 6})
 
 
 def build_split(

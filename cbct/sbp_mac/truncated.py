@@ -231,9 +231,10 @@ def _outside_fraction(vol: np.ndarray, outer: VolumeGrid, fov: VolumeGrid) -> fl
 
 
 def truncated_split_key(specs: Sequence[SampleSpec], cfg: TruncatedScanConfig) -> str:
-    """A short hash of everything that defines a truncated split's content."""
+    """A short hash of everything that defines a truncated split's content (``version`` 2: the ellipsoid heads of
+    :mod:`cbct.phantoms.random_head`)."""
     return content_key({"kind": "truncated", "scan": cfg.to_dict(), "specs": [dataclasses.asdict(s) for s in specs],
-                        "version": 1})
+                        "version": 2})
 
 
 def cached_truncated_split(
