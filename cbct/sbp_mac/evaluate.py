@@ -27,16 +27,12 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-import torch
 
+from cbct.learned.cli import eval_parser, markdown_table, run_command, write_results
+from cbct.learned.device import resolve_device, use_threads
 from cbct.motion_estimation import MotionEstimationConfig
 from cbct.sbp_mac.data import SampleSpec, ScanConfig, cached_split
-from cbct.sbp_mac.inference import (
-    correct_volume,
-    fov_mask,
-    load_network,
-    volume_metrics,
-)
+from cbct.sbp_mac.inference import correct_volume, fov_mask, load_network, volume_metrics
 from cbct.simulation.motion import COMPONENT_KINDS
 
 log = logging.getLogger(__name__)
@@ -152,58 +148,49 @@ def format_table(result: dict[str, Any]) -> str:
     """A Markdown table: mean PSNR / SSIM / RMSE per group and method."""
     rows = result["rows"]
     methods = list(dict.fromkeys(r["method"] for r in rows))
-    lines = ["| scans | n | method | PSNR (dB) | SSIM | RMSE (mm⁻¹) |", "|---|---|---|---|---|---|"]
+    cells = []
     for group, members in _groups(rows):
         for m in methods:
             sel = [r for r in members if r["method"] == m]
-            if not sel:
-                continue
-            psnr = np.mean([r["psnr"] for r in sel])
-            ssim = np.mean([r["ssim"] for r in sel])
-            rmse = np.mean([r["rmse"] for r in sel])
-            lines.append(f"| {group} | {len(sel)} | {m} | {psnr:.2f} | {ssim:.4f} | {rmse:.2e} |")
-    return "\n".join(lines)
+            if sel:
+                cells.append([group, len(sel), m, f"{np.mean([r['psnr'] for r in sel]):.2f}",
+                              f"{np.mean([r['ssim'] for r in sel]):.4f}", f"{np.mean([r['rmse'] for r in sel]):.2e}"])
+    return markdown_table(["scans", "n", "method", "PSNR (dB)", "SSIM", "RMSE (mm⁻¹)"], cells)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``cbct eval sbp-mac``."""
-    parser = argparse.ArgumentParser(prog="cbct eval sbp-mac", description="Evaluate SBP-MAC on the held-out set.")
-    parser.add_argument("--weights", help="SBP-MAC weights (default: the shipped cbct/models/sbp_mac.pt)")
-    parser.add_argument("--baseline", action="append", default=[], metavar="[NAME=]PATH",
-                        help="plain U-Net weights (trained with --variant unet); repeatable, e.g. "
-                             "'plain U-Net on FDK=runs/unet_fdk/model.pt'")
-    parser.add_argument("--ablation", action="append", default=[], metavar="NAME=PATH", help="more weights to compare, e.g. 'no L_ac=runs/x/model.pt'")
-    parser.add_argument("--repeats", type=int, default=1, help="scans per source and waveform")
-    parser.add_argument("--cache-dir", default=".cache/sbp_mac")
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--out", help="folder for results.json and table.md")
-    args = parser.parse_args(argv)
-    if not logging.getLogger().handlers:
-        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    torch.set_num_threads(args.threads)
+    p = eval_parser("cbct eval sbp-mac", "Evaluate SBP-MAC on the in-grid held-out set (objects inside the grid).")
+    p.add_argument("--weights", help="SBP-MAC weights (default: the shipped cbct/models/sbp_mac.pt)")
+    p.add_argument("--baseline", action="append", default=[], metavar="[NAME=]PATH",
+                   help="plain U-Net weights (trained with --variant unet); repeatable, e.g. "
+                        "'plain U-Net on FDK=runs/unet_fdk/model.pt'")
+    p.add_argument("--ablation", action="append", default=[], metavar="NAME=PATH",
+                   help="more weights to compare, e.g. 'no L_ac=runs/x/model.pt'")
+    p.add_argument("--repeats", type=int, default=1, help="scans per source and waveform")
+    args = p.parse_args(argv)
+    return run_command(lambda: _run(args))
+
+
+def _run(args: argparse.Namespace) -> int:
+    dev = resolve_device(args.device)
+    use_threads(dev, args.threads)
     methods: dict[str, str | None] = {}
     for item in args.baseline:
         name, _, path = item.rpartition("=")
         methods[name or "plain U-Net"] = path
     for item in args.ablation:
-        if "=" not in item:
-            log.error("--ablation expects NAME=PATH, got %r", item)
-            return 2
-        name, path = item.split("=", 1)
+        name, sep, path = item.partition("=")
+        if not sep or not name or not path:
+            raise ValueError(f"--ablation expects NAME=PATH, got {item!r}")
         methods[name] = path
     methods["SBP-MAC"] = args.weights
-    try:
-        result = evaluate(methods, specs=eval_specs(repeats=args.repeats), cache_dir=args.cache_dir, device=args.device)
-    except (FileNotFoundError, ValueError) as exc:
-        log.error("%s", exc)
-        return 2
+    result = evaluate(methods, specs=eval_specs(repeats=args.repeats), cache_dir=args.cache_dir or ".cache/sbp_mac",
+                      device=dev)
     table = format_table(result)
     print(table)
     if args.out:
-        from cbct.sbp_mac.evaluate_motion import write_outputs
-
-        write_outputs(args.out, {**result, "methods": {k: v or "shipped" for k, v in methods.items()}}, table)
+        write_results(args.out, {**result, "methods": {k: v or "shipped" for k, v in methods.items()}}, table)
     return 0
 
 

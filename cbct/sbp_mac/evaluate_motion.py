@@ -34,13 +34,15 @@ import numpy as np
 import torch
 
 from cbct.fdk import fdk, fdk_filter
+from cbct.learned.cli import eval_parser, markdown_table, run_command, write_results
+from cbct.learned.device import resolve_device, use_threads
 from cbct.operators import segmented_backproject
 from cbct.sbp_mac.heldout import STILL, HeldOutConfig, heldout_scan, heldout_specs, load_heads
 from cbct.sbp_mac.inference import SHIPPED_UNET, correct_volume, fov_mask, load_network, volume_metrics
 
 log = logging.getLogger(__name__)
 
-__all__ = ["COMPENSATED", "decision", "evaluate_motion", "format_tables", "main", "pipeline_estimation", "write_outputs"]
+__all__ = ["COMPENSATED", "decision", "evaluate_motion", "format_tables", "main", "pipeline_estimation"]
 
 FDK_ROW = "FDK"
 COMPENSATED = "compensated FDK"
@@ -163,15 +165,16 @@ def evaluate_motion(
     batch_size: int = 8,
     cache_dir: str | pathlib.Path | None = None,
     also_pipelines: Sequence[str] = (),
+    device: str | torch.device = "cpu",
 ) -> dict[str, Any]:
-    """Every held-out scan through every method; returns ``{"rows": [...], "config": ..., "seconds": ...}``.
+    """Every held-out scan through every method (the networks on the torch ``device``); returns ``{"rows": [...], "config": ..., "seconds": ...}``.
 
     ``networks``: row name -> weights path (``None``: the shipped SBP-MAC weights); a network that reads segments
     gets the compensated segments, a plain U-Net the compensated FDK image. ``cache_dir``: keep each scan's images
     there (everything but the networks), so that evaluating other weights on the same scans is quick.
     ``also_pipelines``: more pipelines whose outputs are reported as rows of their own.
     """
-    models = {name: load_network(path) for name, path in networks.items()}
+    models = {name: load_network(path, device=device) for name, path in networks.items()}
     settings, pose, filt = pipeline_estimation(pipeline)
     ks = sorted({m.config.n_segments for m in models.values() if m.config.use_segments})
     mask = fov_mask(cfg.volume_shape, cfg.fov_radius_voxels())
@@ -191,7 +194,7 @@ def evaluate_motion(
         for name, model in models.items():
             t = time.perf_counter()
             seg = vols[f"segments_{model.config.n_segments}"] if model.config.use_segments else None
-            add(name, correct_volume(model, vols["compensated"], seg, batch_size=batch_size), time.perf_counter() - t)
+            add(name, correct_volume(model, vols["compensated"], seg, batch_size=batch_size, device=device), time.perf_counter() - t)
         add(f"pipeline {pipeline}", vols["pipeline"], sec["pipeline"], stage_seconds=record["pipeline_stage_seconds"])
         for other in also_pipelines:
             add(f"pipeline {other}", vols[f"pipeline:{other}"], sec[f"pipeline:{other}"])
@@ -256,13 +259,11 @@ def format_tables(result: dict[str, Any]) -> str:
     scans = len({(r["source"], r["waveform"], r["seed"]) for r in rows})
     parts = []
     for key, title, fmt in (("psnr", "PSNR (dB)", "{:.2f}"), ("ssim", "SSIM", "{:.4f}"), ("rmse", "RMSE (mm⁻¹)", "{:.2e}")):
-        lines = [f"{title}, mean over the scans of each group ({scans} scans):", "",
-                 "| scans | n | " + " | ".join(methods) + " |", "|---|---|" + "---|" * len(methods)]
-        for group, members in _groups(rows):
-            n = len({(r["source"], r["seed"]) for r in members})
-            cells = [fmt.format(v) if (v := _mean(members, m, key)) is not None else "" for m in methods]
-            lines.append(f"| {group} | {n} | " + " | ".join(cells) + " |")
-        parts.append("\n".join(lines))
+        cells = [[group, len({(r["source"], r["seed"]) for r in members}),
+                  *(fmt.format(v) if (v := _mean(members, m, key)) is not None else "" for m in methods)]
+                 for group, members in _groups(rows)]
+        parts.append(f"{title}, mean over the scans of each group ({scans} scans):\n\n"
+                     + markdown_table(["scans", "n", *methods], cells))
     d = result.get("decision", {})
     notes = []
     if "sbp_mac_minus_compensated_db" in d:
@@ -278,20 +279,10 @@ def format_tables(result: dict[str, Any]) -> str:
     return "\n\n".join(parts + ["\n".join(f"- {n}" for n in notes)]) + "\n"
 
 
-def write_outputs(out_dir: str | pathlib.Path, result: dict[str, Any], table: str) -> None:
-    """``results.json`` and ``table.md`` in ``out_dir``, each written atomically."""
-    from cbct.io.atomic import write_text_atomic
-
-    out = pathlib.Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(out / "results.json", json.dumps(result, indent=2, default=str))
-    write_text_atomic(out / "table.md", table if table.endswith("\n") else table + "\n")
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``cbct eval motion``."""
     d = HeldOutConfig()
-    p = argparse.ArgumentParser(prog="cbct eval motion", description=__doc__.split("\n\n")[0])
+    p = eval_parser("cbct eval motion", __doc__.split("\n\n")[0])
     p.add_argument("--sources", nargs="+", default=list(d.sources), help="head_mha, tigre_head")
     p.add_argument("--waveforms", nargs="+", default=list(d.waveforms), help=f"motion waveforms and/or {STILL!r}")
     p.add_argument("--repeats", type=int, default=d.repeats, help="scans per source and waveform")
@@ -306,36 +297,29 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--pipeline", default="motion", help="the pipeline whose output is the last row (name or YAML)")
     p.add_argument("--also-pipeline", action="append", default=[], metavar="PIPELINE",
                    help="another pipeline (name or YAML) whose output is reported as a row; repeatable")
-    p.add_argument("--threads", type=int, default=1, help="torch threads")
-    p.add_argument("--cache-dir", help="keep each scan's images here (all but the networks'); a rerun with other "
-                                       "weights then only runs the networks")
-    p.add_argument("--out", help="folder for results.json and table.md")
     args = p.parse_args(argv)
-    if not logging.getLogger().handlers:
-        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    torch.set_num_threads(args.threads)
-    unet = args.unet or str(SHIPPED_UNET)
-    networks: dict[str, str | None] = {UNET: unet, SBP_MAC: args.weights}
+    return run_command(lambda: _run(args))
+
+
+def _run(args: argparse.Namespace) -> int:
+    dev = resolve_device(args.device)
+    use_threads(dev, args.threads)
+    networks: dict[str, str | None] = {UNET: args.unet or str(SHIPPED_UNET), SBP_MAC: args.weights}
     if args.unet == "none":
         del networks[UNET]
     for item in args.extra:
         name, sep, path = item.partition("=")
         if not sep or not name or not path:
-            log.error("--extra expects NAME=PATH, got %r", item)
-            return 2
+            raise ValueError(f"--extra expects NAME=PATH, got {item!r}")
         networks[name] = path
-    try:
-        cfg = HeldOutConfig(volume_shape=tuple(args.shape), voxel_size=args.voxel_size, n_views=args.views,
-                            sources=tuple(args.sources), waveforms=tuple(args.waveforms), repeats=args.repeats)
-        result = evaluate_motion(cfg, networks=networks, pipeline=args.pipeline, data_dir=args.data_dir,
-                                cache_dir=args.cache_dir, also_pipelines=args.also_pipeline)
-    except (FileNotFoundError, ValueError) as exc:
-        log.error("%s", exc)
-        return 2
+    cfg = HeldOutConfig(volume_shape=tuple(args.shape), voxel_size=args.voxel_size, n_views=args.views,
+                        sources=tuple(args.sources), waveforms=tuple(args.waveforms), repeats=args.repeats)
+    result = evaluate_motion(cfg, networks=networks, pipeline=args.pipeline, data_dir=args.data_dir,
+                             cache_dir=args.cache_dir, also_pipelines=args.also_pipeline, device=dev)
     table = format_tables(result)
     print(table)
     if args.out:
-        write_outputs(args.out, result, table)
+        write_results(args.out, result, table)
     return 0
 
 
