@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from typing import Any
 
 import numpy as np
 
@@ -24,6 +25,7 @@ from cbct.fdk.truncation import check_truncation_mode, detect_truncation, extend
 from cbct.fdk.weights import cosine_weights, geometry_coverage, redundancy_weights, uses_offset_weights
 from cbct.geometry import ConeGeometry
 from cbct.operators import backproject_fdk_trusted
+from cbct.signatures import borrow_keywords
 
 log = logging.getLogger(__name__)
 
@@ -39,12 +41,20 @@ class FDKFilterPlan:
         view_weights: (n_views, nu) float64 angular × redundancy × scale weights on the original detector.
         pad: ``(before, after)`` zero columns added to each detector row.
         response: rfft response of the windowed ramp for the padded rows.
+        filter, cutoff, pixel_pitch: the ramp's window, its cutoff and the detector column pitch in mm.
     """
 
     geometry: ConeGeometry
     view_weights: np.ndarray
     pad: tuple[int, int]
     response: np.ndarray
+    filter: str
+    cutoff: float
+    pixel_pitch: float
+
+    def ramp(self, n: int) -> np.ndarray:
+        """The rfft response of the windowed ramp for rows of ``n`` samples (zero padded to the FFT length)."""
+        return ramp_response(padded_length(n), self.pixel_pitch, self.filter, self.cutoff)
 
 
 def plan_fdk_filter(
@@ -68,21 +78,15 @@ def plan_fdk_filter(
         extra = int(round(2 * abs(pp_u)))
         pad = (extra, 0) if pp_u < 0 else (0, extra)
     filtered_geom = geom.with_detector_shape((nv, nu + sum(pad)), shift=(0.0, (pad[1] - pad[0]) / 2))
-    response = ramp_response(padded_length(nu + sum(pad)), float(np.median(du)), filter, cutoff)
-    return FDKFilterPlan(filtered_geom, view_weights, pad, response)
+    pitch = float(np.median(du))
+    response = ramp_response(padded_length(nu + sum(pad)), pitch, filter, cutoff)
+    return FDKFilterPlan(filtered_geom, view_weights, pad, response, filter, cutoff, pitch)
 
 
-def fdk_filter(
-    projections,
-    geom: ConeGeometry,
-    *,
-    filter: str = "ram-lak",
-    cutoff: float = 1.0,
-    short_scan: bool | None = None,
-    offset_detector: bool | None = None,
-    truncation: str | bool = "auto",
-):
-    """FDK-weighted, ramp-filtered projections and the geometry to backproject them with (arguments: :func:`fdk`).
+@borrow_keywords(plan_fdk_filter)
+def fdk_filter(projections, geom: ConeGeometry, *, truncation: str | bool = "auto", **options: Any):
+    """FDK-weighted, ramp-filtered projections and the geometry to backproject them with (arguments: :func:`fdk`;
+    ``filter``, ``cutoff``, ``short_scan`` and ``offset_detector`` are those of :func:`plan_fdk_filter`).
 
     Returns:
         ``(filtered, geometry)``: ``filtered`` is (n_views, nv, nu') on the device of ``projections``
@@ -94,16 +98,13 @@ def fdk_filter(
     if projections.ndim != 3:
         raise ValueError(f"projections must be one scan (n_views, nv, nu), got shape {tuple(projections.shape)}")
     xp = array_module(projections)
-    plan = plan_fdk_filter(geom, filter=filter, cutoff=cutoff, short_scan=short_scan, offset_detector=offset_detector)
+    plan = plan_fdk_filter(geom, **options)
     n_views, nv, nu = projections.shape
     before, after = plan.pad
     width = _truncation_width(projections, truncation, padded=before + after > 0)
     out = xp.zeros((n_views, nv, nu + before + after), dtype=projections.dtype)
     weights = xp.asarray(plan.view_weights, dtype=projections.dtype)
-    response = plan.response
-    if width:
-        response = ramp_response(padded_length(nu + 2 * width), float(np.median(geom.pixel_sizes()[:, 1])), filter, cutoff)
-    response = xp.asarray(response, dtype=projections.dtype)  # uploaded once
+    response = xp.asarray(plan.ramp(nu + 2 * width) if width else plan.response, dtype=projections.dtype)  # uploaded once
     for start in range(0, n_views, VIEWS_PER_CHUNK):
         views = slice(start, min(start + VIEWS_PER_CHUNK, n_views))
         cos_w = cosine_weights(geom, views, xp, dtype=projections.dtype)
@@ -132,16 +133,8 @@ def _truncation_width(projections, truncation: str | bool, *, padded: bool) -> i
     return width
 
 
-def fdk(
-    projections,
-    geom: ConeGeometry,
-    *,
-    filter: str = "ram-lak",
-    cutoff: float = 1.0,
-    short_scan: bool | None = None,
-    offset_detector: bool | None = None,
-    truncation: str | bool = "auto",
-):
+@borrow_keywords(fdk_filter)
+def fdk(projections, geom: ConeGeometry, **options: Any):
     """FDK reconstruction of a circular cone-beam scan.
 
     Args:
@@ -160,8 +153,5 @@ def fdk(
     Returns:
         (nz, ny, nx) attenuation in mm⁻¹ on ``geom.volume``, same dtype and device as ``projections``.
     """
-    filtered, filtered_geom = fdk_filter(
-        projections, geom, filter=filter, cutoff=cutoff, short_scan=short_scan, offset_detector=offset_detector,
-        truncation=truncation,
-    )
+    filtered, filtered_geom = fdk_filter(projections, geom, **options)
     return backproject_fdk_trusted(filtered, filtered_geom)[0]

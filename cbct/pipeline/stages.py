@@ -16,9 +16,11 @@ import numpy as np
 
 from cbct.backend import to_device, to_host
 from cbct.constants import MU_WATER
+from cbct.fdk import fdk
 from cbct.fdk.filters import FILTERS
 from cbct.geometry import VolumeGrid
 from cbct.pipeline.state import PipelineState
+from cbct.signatures import borrow_keywords
 
 log = logging.getLogger(__name__)
 
@@ -73,32 +75,27 @@ preprocess_stage.params_schema = {
 
 
 # ---------------------------------------------------------------------------------------------------- fdk
+@borrow_keywords(fdk)
 def fdk_stage(
     state: PipelineState,
     *,
-    filter: str = "ram-lak",
-    cutoff: float = 1.0,
-    short_scan: bool | None = None,
-    offset_detector: bool | None = None,
     volume_shape: int | Sequence[int] | None = None,
     voxel_size: float | Sequence[float] | None = None,
     volume_offset: Sequence[float] | None = None,
     complete_half_scan: bool | None = None,
-    truncation: str | bool = "auto",
+    **fdk_options: Any,
 ) -> PipelineState:
     """FDK reconstruction of ``state.projections`` on ``state.extras["device"]``.
 
     Args:
-        filter, cutoff, short_scan, offset_detector: as :func:`cbct.fdk`.
+        filter, cutoff, short_scan, offset_detector, truncation: as :func:`cbct.fdk` (``truncation="auto"``: when
+            the rows do not fall to air at the detector's edges; ``"on"``/``True``, ``"off"``/``False``).
         volume_shape, voxel_size, volume_offset: override the geometry's volume grid (``(z, y, x)`` or one number;
             mm).
         complete_half_scan: repeat a parallel-beam half scan as a full circle first
             (:func:`cbct.preprocess.complete_parallel_half_scan`); ``None``: when the geometry is (near-)parallel
             and covers less than a full circle.
-        truncation: lateral truncation correction, as :func:`cbct.fdk` (``"auto"``: when the rows do not fall to
-            air at the detector's edges; ``"on"``/``True``, ``"off"``/``False``).
     """
-    from cbct.fdk import fdk
     from cbct.fdk.weights import scan_coverage
     from cbct.preprocess import complete_parallel_half_scan, is_near_parallel
 
@@ -125,8 +122,7 @@ def fdk_stage(
     check_memory(fdk_bytes(grid.shape, recon_geom.n_views, recon_geom.detector_shape),
                  f"FDK of a {'x'.join(map(str, grid.shape))} volume from {recon_geom.n_views} views of "
                  f"{recon_geom.detector_shape[0]} x {recon_geom.detector_shape[1]} pixels", device=device)
-    volume = fdk(proj, recon_geom, filter=filter, cutoff=cutoff, short_scan=short_scan, offset_detector=offset_detector,
-                 truncation=truncation)
+    volume = fdk(proj, recon_geom, **fdk_options)
     extras = {**state.extras, "voxel_updates": int(np.prod(grid.shape)) * recon_geom.n_views}
     return state.replace(volume=volume, geometry=geom, extras=extras)
 

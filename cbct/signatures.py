@@ -1,0 +1,57 @@
+"""One home for keyword options that several public functions share.
+
+A function that passes its options on to another declares ``**options`` and borrows the other's keyword-only
+parameters with :func:`borrow_keywords`: ``inspect.signature`` and ``typing.get_type_hints`` then show the names,
+defaults and annotations of the function that defines them, and a call is checked against that signature.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import typing
+from collections.abc import Callable, Collection
+from typing import Any, TypeVar, cast
+
+__all__ = ["borrow_keywords"]
+
+F = TypeVar("F", bound=Callable[..., Any])
+_KEYWORD_ONLY, _VAR_KEYWORD = inspect.Parameter.KEYWORD_ONLY, inspect.Parameter.VAR_KEYWORD
+
+
+def borrow_keywords(source: Callable[..., Any], *, exclude: Collection[str] = ()) -> Callable[[F], F]:
+    """Decorator: the decorated function's ``**options`` stand for the keyword-only parameters of ``source``.
+
+    Its signature lists its own parameters with the borrowed ones (those it does not define itself, less
+    ``exclude``) in place of ``**options``, before its own keyword-only ones; their annotations join its type hints
+    and a call with any other keyword raises ``TypeError``. The function receives the borrowed keywords that the
+    caller gave in ``**options`` (the defaults stay those of ``source``, applied when it passes them on).
+    """
+
+    def decorate(fn: F) -> F:
+        own = inspect.signature(fn)
+        var_keyword = next((p.name for p in own.parameters.values() if p.kind is _VAR_KEYWORD), None)
+        if var_keyword is None:
+            raise TypeError(f"{fn.__name__} must take **options to borrow the keywords of {source.__name__}")
+        hints = typing.get_type_hints(source)
+        borrowed = [p.replace(annotation=hints.get(p.name, p.annotation))
+                    for p in inspect.signature(source).parameters.values()
+                    if p.kind is _KEYWORD_ONLY and p.name not in own.parameters and p.name not in exclude]
+        params = [p for p in own.parameters.values() if p.kind is not _VAR_KEYWORD]
+        at = next((i for i, p in enumerate(params) if p.kind is _KEYWORD_ONLY), len(params))
+        signature = own.replace(parameters=params[:at] + borrowed + params[at:])
+
+        @functools.wraps(fn)
+        def checked(*args: Any, **kwargs: Any) -> Any:
+            try:
+                signature.bind(*args, **kwargs)
+            except TypeError as exc:
+                raise TypeError(f"{fn.__name__}(): {exc}") from None
+            return fn(*args, **kwargs)
+
+        annotations = {k: v for k, v in fn.__annotations__.items() if k != var_keyword}
+        checked.__annotations__ = {**annotations, **{p.name: p.annotation for p in borrowed}}
+        checked.__signature__ = signature  # type: ignore[attr-defined]
+        return cast(F, checked)
+
+    return decorate
