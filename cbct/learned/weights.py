@@ -33,7 +33,7 @@ Net = TypeVar("Net", bound=torch.nn.Module)
 
 def shipped_weights(filename: str) -> pathlib.Path:
     """The path of a weights file shipped in the package (``cbct/models/<filename>``)."""
-    return pathlib.Path(str(resources.files("cbct").joinpath("models", filename)))
+    return pathlib.Path(str(resources.files("cbct") / "models" / filename))
 
 
 def _plain(meta: dict[str, Any] | None) -> dict[str, Any]:
