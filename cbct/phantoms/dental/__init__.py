@@ -36,6 +36,7 @@ import dataclasses
 import logging
 import math
 import time
+from typing import Any
 
 import numpy as np
 from scipy import ndimage
@@ -54,6 +55,7 @@ from cbct.phantoms.dental.anatomy import (
 )
 from cbct.phantoms.dental.raster import Raster, texture_field
 from cbct.rng import as_generator
+from cbct.signatures import borrow_keywords
 
 __all__ = [
     "Tissue", "TISSUES", "MU", "LABEL", "METAL_LABELS", "dental_phantom", "dental_phantom_with_labels",
@@ -129,17 +131,8 @@ def dental_phantom_with_labels(
     return volume, labels
 
 
-def dental_phantom(
-    grid: VolumeGrid,
-    *,
-    rng: np.random.Generator | int | None = 0,
-    metal: bool = False,
-    n_teeth: int | None = None,
-    jaw_opening: float | None = None,
-    missing_probability: float = 0.06,
-    texture: float = 0.1,
-    scale: float | None = None,
-) -> np.ndarray:
+@borrow_keywords(dental_phantom_with_labels)
+def dental_phantom(grid: VolumeGrid, **options: Any) -> np.ndarray:
     """A procedural dental phantom: (nz, ny, nx) float32 linear attenuation in mm⁻¹ on ``grid``.
 
     Args:
@@ -156,10 +149,7 @@ def dental_phantom(
 
     The tissue values are in :data:`TISSUES` (``MU`` by name); the module notes describe the anatomy and frame.
     """
-    return dental_phantom_with_labels(
-        grid, rng=rng, metal=metal, n_teeth=n_teeth, jaw_opening=jaw_opening,
-        missing_probability=missing_probability, texture=texture, scale=scale,
-    )[0]
+    return dental_phantom_with_labels(grid, **options)[0]
 
 
 def dental_phantom_grid(size: int = 256, fov: float = 90.0) -> VolumeGrid:
