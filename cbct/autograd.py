@@ -69,36 +69,30 @@ def _run(x: Any, geom: ConeGeometry, operation: str) -> Any:
     return torch.from_numpy(apply(x.detach().contiguous().numpy()))
 
 
+_ADJOINT = {"project": "backproject", "backproject": "project"}
+_DOC = {"project": "Joseph forward projection; backward: the matched backprojection.",
+        "backproject": "Matched backprojection (adjoint of the Joseph projector); backward: the forward projection."}
+
+
 @functools.lru_cache(maxsize=None)
-def _functions() -> tuple[Any, Any]:
-    """The two ``torch.autograd.Function`` classes (built on first use, so that torch loads lazily)."""
+def _function(operation: str) -> Any:
+    """The ``torch.autograd.Function`` of ``operation`` ("project" or "backproject"): forward applies it, backward
+    its adjoint (built on first use, so that torch loads lazily)."""
     torch = _torch()
 
-    class Project(torch.autograd.Function):
-        """Joseph forward projection; backward: the matched backprojection."""
-
+    class Operator(torch.autograd.Function):
         @staticmethod
-        def forward(ctx: Any, volume: Any, geom: ConeGeometry) -> Any:
+        def forward(ctx: Any, x: Any, geom: ConeGeometry) -> Any:
             ctx.geom = geom
-            return _run(volume, geom, "project")
+            return _run(x, geom, operation)
 
         @staticmethod
         def backward(ctx: Any, grad: Any) -> tuple[Any, None]:
-            return (Backproject.apply(grad, ctx.geom) if ctx.needs_input_grad[0] else None), None
+            return (_function(_ADJOINT[operation]).apply(grad, ctx.geom) if ctx.needs_input_grad[0] else None), None
 
-    class Backproject(torch.autograd.Function):
-        """Matched backprojection (adjoint of the Joseph projector); backward: the forward projection."""
-
-        @staticmethod
-        def forward(ctx: Any, projections: Any, geom: ConeGeometry) -> Any:
-            ctx.geom = geom
-            return _run(projections, geom, "backproject")
-
-        @staticmethod
-        def backward(ctx: Any, grad: Any) -> tuple[Any, None]:
-            return (Project.apply(grad, ctx.geom) if ctx.needs_input_grad[0] else None), None
-
-    return Project, Backproject
+    Operator.__name__ = Operator.__qualname__ = operation.capitalize()
+    Operator.__doc__ = _DOC[operation]
+    return Operator
 
 
 def project(volume: Any, geom: ConeGeometry) -> Any:
@@ -113,7 +107,7 @@ def project(volume: Any, geom: ConeGeometry) -> Any:
     """
     geom = check_geometry(geom)
     _check_tensor(volume, "volume", geom.volume.shape, "the volume shape of the geometry")
-    return _functions()[0].apply(volume, geom)
+    return _function("project").apply(volume, geom)
 
 
 def backproject(projections: Any, geom: ConeGeometry) -> Any:
@@ -128,4 +122,4 @@ def backproject(projections: Any, geom: ConeGeometry) -> Any:
     """
     geom = check_geometry(geom)
     _check_tensor(projections, "projections", geom.projection_shape, "the projection shape of the geometry")
-    return _functions()[1].apply(projections, geom)
+    return _function("backproject").apply(projections, geom)
