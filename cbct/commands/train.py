@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import importlib
 from collections.abc import Mapping
 from types import MappingProxyType
+
+from cbct.imports import import_function
 
 __all__ = ["add_parsers", "ENTRY_POINTS"]
 
@@ -21,16 +22,11 @@ _HELP = {"train": "train a learned model (sbp-mac: motion correction; bbc: spars
 
 
 def _dispatch(args: argparse.Namespace) -> int:
-    ref = ENTRY_POINTS[args.command][args.model]
-    module_name, _, func = ref.partition(":")
     try:
-        module = importlib.import_module(module_name)
+        main = import_function(ENTRY_POINTS[args.command][args.model], f"cbct {args.command} {args.model}",
+                               "The learned models need PyTorch: pip install 'cbct[torch]'")
     except ImportError as exc:
-        raise RuntimeError(f"cbct {args.command} {args.model}: {module_name} cannot be imported ({exc}); "
-                           "the learned models need PyTorch: pip install 'cbct[torch]'") from None
-    main = getattr(module, func, None)
-    if main is None:
-        raise RuntimeError(f"cbct {args.command} {args.model}: {module_name} has no {func}()")
+        raise RuntimeError(str(exc)) from None
     code = main(list(args.args))
     return int(code or 0)
 

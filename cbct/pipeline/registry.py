@@ -15,7 +15,6 @@ of them and the value must match its annotation (``int``, ``float``, ``bool``, `
 from __future__ import annotations
 
 import functools
-import importlib
 import importlib.metadata
 import inspect
 import logging
@@ -27,6 +26,7 @@ from collections.abc import Callable, Mapping
 from types import MappingProxyType
 from typing import Any
 
+from cbct.imports import import_function
 from cbct.schema import SchemaError, join_path, validate
 
 log = logging.getLogger(__name__)
@@ -95,16 +95,7 @@ def resolve_stage(stage: str | StageFunction, where: str = "", *, allow_any_stag
             f"the '{ENTRY_POINT_GROUP}' entry-point group; running an arbitrary 'module:function' imports and calls "
             "any installed code, so it needs an explicit opt-in (allow_any_stage=True, cbct run --allow-any-stage)",
             where)
-    module_name, _, func_name = ref.partition(":")
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise ImportError(f"{prefix}stage {stage!r} ({ref}) cannot be imported: {exc}. "
-                          "Is the package that provides it installed?") from exc
-    fn = getattr(module, func_name, None)
-    if not callable(fn):
-        raise ImportError(f"{prefix}stage {stage!r}: module {module_name} has no function {func_name!r}")
-    return fn
+    return import_function(ref, f"{prefix}stage {stage!r}", "Is the package that provides it installed?")
 
 
 def check_stage_params(fn: StageFunction, params: Mapping[str, Any], where: str, path: str) -> None:
