@@ -8,6 +8,8 @@ SIRT, blocks of one view are SART. With ``0 < lmbda < 2`` each SIRT iteration lo
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from cbct._checks import check_geometry
@@ -17,8 +19,9 @@ from cbct.iterative._common import (
     Callback, IterativeResult, Order, check_problem, log, residual_norm, safe_reciprocal, view_blocks,
 )
 from cbct.operators import backproject, project
+from cbct.signatures import borrow_keywords
 
-__all__ = ["os_sart", "sirt", "sart", "SartOperator"]
+__all__ = ["os_sart", "sirt", "sart", "SartOperator", "sart_operator"]
 
 V_CACHE_BYTES = 512 * 2**20
 """Column sums of the blocks are kept when they fit in this many bytes, else recomputed every sweep."""
@@ -27,8 +30,14 @@ V_CACHE_BYTES = 512 * 2**20
 class SartOperator:
     """The weighted block updates of OS-SART for one problem (kept across sweeps, used by ASD-POCS too)."""
 
-    def __init__(self, projections, geom: ConeGeometry, blocks: list[np.ndarray]):
+    def __init__(self, projections, geom: ConeGeometry, blocks: list[np.ndarray], lmbda: float = 1.0,
+                 lmbda_red: float = 1.0):
+        if not 0 < lmbda < 2:
+            raise ValueError(f"lmbda must be in (0, 2), got {lmbda}")
+        if not 0 < lmbda_red <= 1:
+            raise ValueError(f"lmbda_red must be in (0, 1], got {lmbda_red}")
         xp = array_module(projections)
+        self.lmbda, self.lmbda_red = lmbda, lmbda_red
         self.projections = projections
         self.blocks = blocks
         self.geoms = [geom[b] for b in blocks]
@@ -49,9 +58,11 @@ class SartOperator:
         col = backproject(ones, self.geoms[k], "matched")
         return safe_reciprocal(col, 1e-6 * float(col.max()) if col.size else 0.0)
 
-    def sweep(self, x, lmbda: float, nonneg: bool):
-        """One pass over all blocks, updating ``x`` in place; returns ``x``."""
+    def sweep(self, x, nonneg: bool):
+        """One pass over all blocks with relaxation ``lmbda``, updating ``x`` in place, then ``lmbda *= lmbda_red``;
+        returns ``x``."""
         xp = array_module(x)
+        lmbda = self.lmbda
         for k in range(len(self.blocks)):
             g = self.geoms[k]
             residual = self.data[k] - project(x, g)
@@ -63,23 +74,35 @@ class SartOperator:
             x += update
             if nonneg:
                 xp.maximum(x, 0, out=x)
+        self.lmbda *= self.lmbda_red
         return x
 
 
-def os_sart(
+def sart_operator(
     projections,
     geom: ConeGeometry,
-    niter: int,
     *,
     blocksize: int = 20,
     lmbda: float = 1.0,
     lmbda_red: float = 0.99,
     order: Order = "ordered",
     rng: np.random.Generator | int | None = None,
+) -> SartOperator:
+    """The OS-SART block updates for a checked problem (:func:`os_sart` and ASD-POCS; arguments: :func:`os_sart`)."""
+    return SartOperator(projections, geom, view_blocks(geom, blocksize, order, rng), lmbda, lmbda_red)
+
+
+@borrow_keywords(sart_operator)
+def os_sart(
+    projections,
+    geom: ConeGeometry,
+    niter: int,
+    *,
     init=None,
     nonneg: bool = True,
     residuals: bool = False,
     callback: Callback | None = None,
+    **sart: Any,
 ) -> IterativeResult:
     """OS-SART (ordered-subsets SART).
 
@@ -97,15 +120,10 @@ def os_sart(
         callback: ``callback(iteration, volume)`` after every sweep.
     """
     projections, geom, niter, x = check_problem(projections, geom, niter, init)
-    if not 0 < lmbda < 2:
-        raise ValueError(f"lmbda must be in (0, 2), got {lmbda}")
-    if not 0 < lmbda_red <= 1:
-        raise ValueError(f"lmbda_red must be in (0, 1], got {lmbda_red}")
-    op = SartOperator(projections, geom, view_blocks(geom, blocksize, order, rng))
+    op = sart_operator(projections, geom, **sart)
     history = []
     for it in range(niter):
-        op.sweep(x, lmbda, nonneg)
-        lmbda *= lmbda_red
+        op.sweep(x, nonneg)
         if residuals:
             history.append(residual_norm(x, projections, geom))
             log.info("OS-SART iteration %d/%d: ||Ax-b|| = %.6g", it + 1, niter, history[-1])

@@ -5,16 +5,19 @@ TV is isotropic, on voxel differences (forward differences, zero across the bord
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from cbct.backend import array_module
 from cbct.fdk import fdk
 from cbct.geometry import ConeGeometry
 from cbct.iterative._common import (
-    Callback, IterativeResult, Order, check_problem, log, norm, residual_norm, view_blocks,
+    Callback, IterativeResult, check_problem, log, norm, residual_norm,
 )
-from cbct.iterative.art import SartOperator
+from cbct.iterative.art import sart_operator
 from cbct.operators import backproject, project
+from cbct.signatures import borrow_keywords
 
 __all__ = ["fista_tv", "asd_pocs", "tv_gradient", "tv_denoise", "total_variation", "operator_norm_squared"]
 
@@ -165,16 +168,12 @@ def fista_tv(
     return IterativeResult(x, np.asarray(history, dtype=np.float64))
 
 
+@borrow_keywords(sart_operator)
 def asd_pocs(
     projections,
     geom: ConeGeometry,
     niter: int,
     *,
-    blocksize: int = 20,
-    lmbda: float = 1.0,
-    lmbda_red: float = 0.99,
-    order: Order = "ordered",
-    rng: np.random.Generator | int | None = None,
     tv_iter: int = 20,
     alpha: float = 0.002,
     alpha_red: float = 0.95,
@@ -183,6 +182,7 @@ def asd_pocs(
     init=None,
     residuals: bool = False,
     callback: Callback | None = None,
+    **sart: Any,
 ) -> IterativeResult:
     """ASD-POCS (Sidky & Pan 2008): an OS-SART sweep with positivity, then ``tv_iter`` steepest-descent steps on TV
     whose length adapts to the data step.
@@ -202,16 +202,15 @@ def asd_pocs(
     for name, value in (("alpha", alpha), ("alpha_red", alpha_red), ("ratio", ratio)):
         if not value > 0:
             raise ValueError(f"{name} must be positive, got {value}")
+    op = sart_operator(projections, geom, **sart)
     if max_l2_error is None:
         max_l2_error = 0.2 * residual_norm(fdk(projections, geom), projections, geom)
     xp = array_module(projections)
-    op = SartOperator(projections, geom, view_blocks(geom, blocksize, order, rng))
     dtvg = None
     history = []
     for it in range(niter):
         x_prev = x.copy()
-        op.sweep(x, lmbda, nonneg=True)
-        lmbda *= lmbda_red
+        op.sweep(x, nonneg=True)
         dd = residual_norm(x, projections, geom)
         dp = norm(x - x_prev)
         if dtvg is None:
