@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import importlib.util
 import pathlib
+import types
 
 import numpy as np
 import pytest
@@ -67,6 +69,44 @@ def small_geometry() -> cbct.ConeGeometry:
         dso=400.0, dsd=600.0, detector_shape=(64, 96), detector_pixel_size=1.2,
         volume_shape=64, voxel_size=1.0, n_views=90,
     )
+
+
+@pytest.fixture(scope="session")
+def load_benchmark():
+    """``load(name)``: the script ``benchmarks/<name>.py`` imported as a module (benchmarks is not a package)."""
+
+    def load(name: str) -> types.ModuleType:
+        spec = importlib.util.spec_from_file_location(name, REPO_DIR / "benchmarks" / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+
+    return load
+
+
+@pytest.fixture(scope="session")
+def offset_shepp_logan_scan():
+    """``make(volume_shape, detector_shape, n_views, half_size)``: Shepp-Logan scanned with an offset volume and a
+    displaced detector (2.4 x 2.2 mm pixels, anisotropic voxels), float64 reference data: a dict of ``geom``,
+    ``volume``, ``projections``, ``filtered``, ``filtered_geom`` (:func:`cbct.fdk_filter`) and ``bp`` (their CPU FDK
+    backprojection)."""
+    from cbct.cpu import kernels as cpu
+    from cbct.phantoms import shepp_logan_projections, shepp_logan_volume
+
+    def make(volume_shape: tuple[int, int, int], detector_shape: tuple[int, int], n_views: int,
+             half_size: float) -> dict:
+        geom = cbct.ConeGeometry.circular(
+            dso=300.0, dsd=450.0, detector_shape=detector_shape, detector_pixel_size=(2.4, 2.2),
+            volume_shape=volume_shape, voxel_size=(2.0, 1.9, 2.1), n_views=n_views, volume_offset=(1.5, -2.0, 1.0),
+            detector_offset=(1.2, 0.0),
+        )
+        volume = shepp_logan_volume(geom.volume, half_size=half_size).astype(np.float64)
+        projections = shepp_logan_projections(geom, half_size=half_size).astype(np.float64)
+        filtered, filtered_geom = cbct.fdk_filter(projections, geom)
+        return {"geom": geom, "volume": volume, "projections": projections, "filtered": filtered,
+                "filtered_geom": filtered_geom, "bp": cpu.backproject_fdk(filtered, filtered_geom)[0]}
+
+    return make
 
 
 @pytest.fixture

@@ -15,7 +15,6 @@ import pytest
 
 import cbct
 from cbct.cpu import kernels as cpu
-from cbct.phantoms import shepp_logan_projections, shepp_logan_volume
 from kernel_checks import half, rel, texture_filtered_fdk_reference
 
 BACKENDS = ["numpy", "emulated", pytest.param("gpu", marks=pytest.mark.gpu)]
@@ -62,20 +61,10 @@ pytestmark = pytest.mark.usefixtures("one_numba_thread")
 
 
 @pytest.fixture(scope="module")
-def scan():
+def scan(offset_shepp_logan_scan):
     """Shepp-Logan in a 26 x 30 x 28 grid with offsets, 40 views of 30 x 40 pixels; float64 reference data."""
-    geom = cbct.ConeGeometry.circular(
-        dso=300.0, dsd=450.0, detector_shape=(30, 40), detector_pixel_size=(2.4, 2.2), volume_shape=(26, 30, 28),
-        voxel_size=(2.0, 1.9, 2.1), n_views=40, volume_offset=(1.5, -2.0, 1.0), detector_offset=(1.2, 0.0),
-    )
-    volume = shepp_logan_volume(geom.volume, half_size=27.0).astype(np.float64)
-    projections = shepp_logan_projections(geom, half_size=27.0).astype(np.float64)
-    filtered, filtered_geom = cbct.fdk_filter(projections, geom)
-    return {
-        "geom": geom, "volume": volume, "projections": projections, "filtered": filtered,
-        "filtered_geom": filtered_geom, "fdk": cbct.fdk(projections, geom),
-        "bp": cpu.backproject_fdk(filtered, filtered_geom)[0],
-    }
+    made = offset_shepp_logan_scan((26, 30, 28), (30, 40), 40, half_size=27.0)
+    return {**made, "fdk": cbct.fdk(made["projections"], made["geom"])}
 
 
 # ------------------------------------------------------------------------------------------ agreement

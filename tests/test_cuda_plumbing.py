@@ -10,7 +10,6 @@ import pytest
 
 import cbct
 from cbct.cpu import kernels as cpu
-from cbct.phantoms import shepp_logan_projections, shepp_logan_volume
 from kernel_checks import rel
 
 AGREEMENT = 1e-4
@@ -25,16 +24,9 @@ def cp(emulated_cp):
 
 
 @pytest.fixture(scope="module")
-def scan():
-    geom = cbct.ConeGeometry.circular(
-        dso=300.0, dsd=450.0, detector_shape=(22, 30), detector_pixel_size=(2.4, 2.2), volume_shape=(18, 20, 19),
-        voxel_size=(2.0, 1.9, 2.1), n_views=30, volume_offset=(1.5, -2.0, 1.0), detector_offset=(1.2, 0.0),
-    )
-    volume = shepp_logan_volume(geom.volume, half_size=19.0).astype(np.float64)
-    projections = shepp_logan_projections(geom, half_size=19.0).astype(np.float64)
-    filtered, filtered_geom = cbct.fdk_filter(projections, geom)
-    return {"geom": geom, "volume": volume, "projections": projections, "filtered": filtered,
-            "filtered_geom": filtered_geom, "bp": cpu.backproject_fdk(filtered, filtered_geom)[0]}
+def scan(offset_shepp_logan_scan):
+    """Shepp-Logan in an 18 x 20 x 19 grid with offsets, 30 views of 22 x 30 pixels; float64 reference data."""
+    return offset_shepp_logan_scan((18, 20, 19), (22, 30), 30, half_size=19.0)
 
 
 def launches(cp, name: str) -> list[tuple[str, tuple[int, ...], int]]:
