@@ -2,24 +2,16 @@
 
 from __future__ import annotations
 
-import importlib.util
-import pathlib
-
 import numpy as np
 import pytest
 
 import cbct
 from cbct.cpu.joseph import _grid_args, _setup_ray, ray_parameters
 
-PATH = pathlib.Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_benchmark.py"
-
 
 @pytest.fixture(scope="module")
-def harness():
-    spec = importlib.util.spec_from_file_location("gpu_benchmark", PATH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def harness(load_benchmark):
+    return load_benchmark("gpu_benchmark")
 
 
 def test_ray_sample_count_matches_the_projector(harness):
