@@ -68,18 +68,13 @@ def rtk_shepp_logan_projections(geom: cbct.ConeGeometry):
 def rtk_fdk(geom: cbct.ConeGeometry, proj_image, rgeom, *, parker=False, displaced=False, hann_cut=0.0) -> np.ndarray:
     """RTK's FDK (optionally after its displaced-detector and Parker filters) → cbct (z, y, x) volume."""
     source = proj_image
-    if displaced:
-        ddf = rtk.DisplacedDetectorImageFilter[IMG].New()
-        ddf.SetInput(source)
-        ddf.SetGeometry(rgeom)
-        ddf.Update()
-        source = ddf.GetOutput()
-    if parker:
-        psf = rtk.ParkerShortScanImageFilter[IMG].New()
-        psf.SetInput(source)
-        psf.SetGeometry(rgeom)
-        psf.Update()
-        source = psf.GetOutput()
+    for wanted, weighting in ((displaced, rtk.DisplacedDetectorImageFilter), (parker, rtk.ParkerShortScanImageFilter)):
+        if wanted:
+            weights = weighting[IMG].New()
+            weights.SetInput(source)
+            weights.SetGeometry(rgeom)
+            weights.Update()
+            source = weights.GetOutput()
     fdk = rtk.FDKConeBeamReconstructionFilter[IMG].New()
     fdk.SetInput(0, crtk.volume_info(geom.volume).empty_image())
     fdk.SetInput(1, source)
