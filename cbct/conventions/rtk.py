@@ -158,13 +158,19 @@ def grid_from_info(info: ImageInfo) -> VolumeGrid:
     return VolumeGrid(tuple(int(n) for n in shape_xyz[::-1]), tuple(spacing_xyz[::-1]), tuple(centre_xyz[::-1]))
 
 
+def _float_array(array, name: str, shape: tuple[int, ...], what: str) -> np.ndarray:
+    """``array`` as a NumPy array, checked to have ``shape`` (``what`` says which) and a float32/float64 dtype."""
+    array = np.asarray(array)
+    if array.shape != shape:
+        raise ValueError(f"{name} must have {what}, got {array.shape}")
+    if array.dtype not in (np.float32, np.float64):
+        raise TypeError(f"{name} must be float32 or float64, got {array.dtype}")
+    return array
+
+
 def volume_to_itk(volume: np.ndarray, grid: VolumeGrid):
     """An ITK image (RTK's frame) holding ``volume`` (nz, ny, nx) on ``grid``."""
-    volume = np.asarray(volume)
-    if volume.shape != grid.shape:
-        raise ValueError(f"volume must have the grid's shape {grid.shape}, got {volume.shape}")
-    if volume.dtype not in (np.float32, np.float64):
-        raise TypeError(f"volume must be float32 or float64, got {volume.dtype}")
+    volume = _float_array(volume, "volume", grid.shape, f"the grid's shape {grid.shape}")
     return volume_info(grid).wrap(np.transpose(volume, _VOLUME_TO_ITK_AXES))
 
 
@@ -178,11 +184,8 @@ def itk_to_volume(image) -> tuple[np.ndarray, VolumeGrid]:
 
 def projections_to_itk(projections: np.ndarray, geom: ConeGeometry):
     """An ITK image of the projection stack ``projections`` (n_views, nv, nu) of ``geom``, for :func:`to_rtk`."""
-    projections = np.asarray(projections)
-    if projections.shape != geom.projection_shape:
-        raise ValueError(f"projections must have shape {geom.projection_shape} (the geometry's), got {projections.shape}")
-    if projections.dtype not in (np.float32, np.float64):
-        raise TypeError(f"projections must be float32 or float64, got {projections.dtype}")
+    projections = _float_array(projections, "projections", geom.projection_shape,
+                               f"shape {geom.projection_shape} (the geometry's)")
     return projection_info(geom).wrap(projections[:, ::-1, :])
 
 
