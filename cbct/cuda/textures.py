@@ -92,35 +92,32 @@ def _make(src: Any, flags: int, texture_dtype: str, filter: Filter, stream: Any)
 
 def layered_texture(stack: Any, *, texture_dtype: str = "float32", filter: Filter = "point", stream: Any = None) -> Texture:
     """Layered 2D texture of a CuPy ``(layers, height, width)`` array (one layer per view), copied on ``stream``."""
-    import cupy
-
-    stream = cupy.cuda.get_current_stream() if stream is None else stream
-    if stack.ndim != 3:
-        raise ValueError(f"stack must be (layers, height, width), got shape {tuple(stack.shape)}")
-    limits = texture_limits(stack.device.id)
-    layers, height, width = stack.shape
-    if width > limits["MaxTexture2DLayeredWidth"] or height > limits["MaxTexture2DLayeredHeight"]:
-        raise ValueError(
-            f"detector of {height} x {width} pixels exceeds the device's layered texture limit "
-            f"({limits['MaxTexture2DLayeredHeight']} x {limits['MaxTexture2DLayeredWidth']})"
-        )
-    if layers > limits["MaxTexture2DLayeredLayers"]:
-        raise ValueError(f"{layers} layers exceed the device's limit of {limits['MaxTexture2DLayeredLayers']}")
-    return _make(stack, CUDA_ARRAY_LAYERED, texture_dtype, filter, stream)
+    return _checked(stack, "stack", "layered", texture_dtype, filter, stream)
 
 
 def volume_texture(volume: Any, *, texture_dtype: str = "float32", filter: Filter = "point", stream: Any = None) -> Texture:
     """3D texture of a CuPy ``(nz, ny, nx)`` volume (texture x = i, y = j, z = k), copied on ``stream``."""
+    return _checked(volume, "volume", "3D", texture_dtype, filter, stream)
+
+
+#: Per kind of texture: the CUDA array flags, the axes of the array and the device limits along them.
+_KINDS = {
+    "layered": (CUDA_ARRAY_LAYERED, "(layers, height, width)",
+                ("MaxTexture2DLayeredLayers", "MaxTexture2DLayeredHeight", "MaxTexture2DLayeredWidth")),
+    "3D": (0, "(nz, ny, nx)", ("MaxTexture3DDepth", "MaxTexture3DHeight", "MaxTexture3DWidth")),
+}
+
+
+def _checked(src: Any, name: str, kind: str, texture_dtype: str, filter: Filter, stream: Any) -> Texture:
+    """:func:`_make` after checking that ``src`` has three axes within the device's limits for ``kind``."""
     import cupy
 
+    flags, axes, limit_keys = _KINDS[kind]
     stream = cupy.cuda.get_current_stream() if stream is None else stream
-    if volume.ndim != 3:
-        raise ValueError(f"volume must be (nz, ny, nx), got shape {tuple(volume.shape)}")
-    limits = texture_limits(volume.device.id)
-    nz, ny, nx = volume.shape
-    if nx > limits["MaxTexture3DWidth"] or ny > limits["MaxTexture3DHeight"] or nz > limits["MaxTexture3DDepth"]:
-        raise ValueError(
-            f"volume of {volume.shape} voxels exceeds the device's 3D texture limit "
-            f"({limits['MaxTexture3DDepth']}, {limits['MaxTexture3DHeight']}, {limits['MaxTexture3DWidth']})"
-        )
-    return _make(volume, 0, texture_dtype, filter, stream)
+    if src.ndim != 3:
+        raise ValueError(f"{name} must be {axes}, got shape {tuple(src.shape)}")
+    limits = texture_limits(src.device.id)
+    largest = tuple(limits[key] for key in limit_keys)
+    if any(n > m for n, m in zip(src.shape, largest)):
+        raise ValueError(f"{name} of shape {tuple(src.shape)} {axes} exceeds the device's {kind} texture limit {largest}")
+    return _make(src, flags, texture_dtype, filter, stream)
