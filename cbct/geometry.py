@@ -31,6 +31,15 @@ def _triple(name: str, value, *, positive: bool) -> tuple[float, float, float]:
     return tuple(float(a) for a in arr)
 
 
+def _vector_columns(start: int, doc: str) -> property:
+    """A read-only property: columns ``start:start + 3`` of a geometry's ``vectors``."""
+
+    def columns(geom: ConeGeometry) -> np.ndarray:
+        return geom.vectors[:, start:start + 3]
+
+    return property(columns, doc=doc)
+
+
 @dataclasses.dataclass(frozen=True)
 class VolumeGrid:
     """A regular voxel grid.
@@ -221,21 +230,10 @@ class ConeGeometry:
         """Shape ``(n_views, nv, nu)`` of the projections this geometry describes."""
         return (self.n_views, *self.detector_shape)
 
-    @property
-    def sources(self) -> np.ndarray:
-        return self.vectors[:, 0:3]
-
-    @property
-    def detector_centres(self) -> np.ndarray:
-        return self.vectors[:, 3:6]
-
-    @property
-    def u_vectors(self) -> np.ndarray:
-        return self.vectors[:, 6:9]
-
-    @property
-    def v_vectors(self) -> np.ndarray:
-        return self.vectors[:, 9:12]
+    sources = _vector_columns(0, "(n_views, 3) source positions in mm.")
+    detector_centres = _vector_columns(3, "(n_views, 3) detector centres in mm.")
+    u_vectors = _vector_columns(6, "(n_views, 3) steps in mm from one detector column to the next.")
+    v_vectors = _vector_columns(9, "(n_views, 3) steps in mm from one detector row to the next.")
 
     def detector_normals(self) -> np.ndarray:
         """(n_views, 3) unit normals of the detector planes, pointing from the source towards the detector."""
