@@ -8,8 +8,12 @@ geometry unless both tests say the scan moved:
 - the image gets sharper: the gradient entropy of the (binned) FDK image in the field of view
   (:mod:`cbct.motion_sharpness`) drops by at least the fraction ``gate_gain`` from the nominal geometry to the
   compensated one. The compensated geometry is the estimate times the factor among 0.25, 0.5, …, ``max_scale``
-  that gives the sharpest image (a one-parameter autofocus: the registration underestimates a jerk). This test does not use the estimation's own criterion (a reprojection residual, which a truncated
-  scan can fool), and a wrong geometry makes the image less sharp.
+  that gives the sharpest image (a one-parameter autofocus: the registration underestimates a jerk). This test does
+  not use the estimation's own criterion (a reprojection residual, which a truncated scan can fool), and a wrong
+  geometry makes the image less sharp.
+
+An estimate that is large enough for the gate and looks enough like a step is also refined as a jerk (one change
+point, two poses: :mod:`cbct.motion_jerk`); the sharper of the two images (scaled estimate, jerk) goes to the gate.
 
 A still scan therefore comes back with ``geometry is geom`` and a bit-identical reconstruction. A moving one is
 reconstructed in a declared pose: ``"first"`` (the patient's pose at view 0, so that a still start stays still),
@@ -27,6 +31,7 @@ import numpy as np
 
 from cbct.geometry import ConeGeometry
 from cbct.motion_estimation import MotionEstimationConfig, bin_scan, estimate_motion
+from cbct.motion_jerk import refine_jerk
 from cbct.motion_sharpness import sharpness_of_motions
 from cbct.simulation.motion import RigidMotion
 
@@ -143,11 +148,22 @@ def correct_motion(
                                    truncation="on" if stats["truncation"] else "off")
     best = int(np.argmin(entropy[1:]))
     estimate, before, after = candidates[best], entropy[0], entropy[1 + best]
-    relative, label = relative_to_pose(estimate, "mean" if index is None else index)
-    largest = float(relative.displacement_mm(fov_points(geom)).max())
     spread = float(estimate.displacement_mm(fov_points(geom)).max())
+    jerk: dict[str, Any] = {"used": False}
+    if spread >= cfg.gate_mm and cfg.jerk_min_fit <= 1:  # a still scan's small estimate is never refined
+        refined, info = refine_jerk(projections, geom, estimate, cfg, stats["truncation"])
+        jerk.update(info)
+        if refined is not None:
+            sharpness = sharpness_of_motions(small, small_geom, [refined], filter=cfg.filter,
+                                             truncation="on" if stats["truncation"] else "off")[0]
+            refined_spread = float(refined.displacement_mm(fov_points(geom)).max())
+            jerk["entropy"] = round(sharpness, 6)
+            if sharpness < after and refined_spread >= cfg.gate_mm:  # the sharper of the two goes to the gate
+                estimate, after, spread, jerk["used"] = refined, sharpness, refined_spread, True
     gain = (before - after) / before
     moved = spread >= cfg.gate_mm and gain >= cfg.gate_gain
+    relative, label = relative_to_pose(estimate, "mean" if index is None else index)
+    largest = float(relative.displacement_mm(fov_points(geom)).max())
     seconds = time.perf_counter() - t0
     report: dict[str, Any] = {
         "moved": bool(moved),
@@ -159,7 +175,7 @@ def correct_motion(
             "criterion_nominal": stats["criterion_nominal"], "criterion_compensated": stats["criterion_compensated"],
             "criterion_relative_gain": round(stats["relative_gain"], 5),
         },
-        "estimate": {"largest_displacement_mm": round(largest, 4), **_per_view(relative)},
+        "estimate": {"largest_displacement_mm": round(largest, 4), **_per_view(relative)}, "jerk": jerk,
         "truncation": stats["truncation"], "binning": cfg.binning, "view_step": cfg.view_step,
         "seconds": round(seconds, 3),
     }

@@ -39,7 +39,8 @@ from cbct.simulation.motion import RigidMotion, rotation_matrices
 log = logging.getLogger(__name__)
 
 __all__ = [
-    "MotionEstimationConfig", "bin_scan", "detector_weights", "estimate_motion", "estimate_rigid_motion", "interpolate_poses",
+    "MotionEstimationConfig", "bin_scan", "detector_weights", "estimate_motion", "estimate_rigid_motion",
+    "interpolate_poses",
 ]
 
 
@@ -76,6 +77,11 @@ class MotionEstimationConfig:
             (:mod:`cbct.motion_sharpness`) from the nominal to the compensated geometry.
         max_scale: the estimate's amplitude is chosen by the same sharpness among the multiples 0, 0.25, …,
             ``max_scale`` of the estimate (the registration underestimates a jerk); 0: the estimate as it is.
+        jerk_min_fit: an estimate whose best one-step fit explains at least this share of its variance is refined
+            as a jerk (:mod:`cbct.motion_jerk`; used where sharper); above 1: never.
+        jerk_binning: binning of the jerk refinement; ``"auto"``: 1, or more so that the binned grid is at most 64
+            voxels across in x and y.
+        jerk_iterations: Levenberg–Marquardt iterations of each of its registrations.
     """
 
     groups: tuple[int, ...] = (16, 16, 32, 32)
@@ -96,11 +102,14 @@ class MotionEstimationConfig:
     gate_mm: float = 0.5
     gate_gain: float = 0.001
     max_scale: float = 3.0
+    jerk_min_fit: float = 0.5
+    jerk_binning: int | str = "auto"
+    jerk_iterations: int = 10
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "groups", tuple(int(g) for g in self.groups))
         object.__setattr__(self, "truncated_groups", tuple(int(g) for g in self.truncated_groups))
-        for name in ("binning", "view_step"):
+        for name in ("binning", "view_step", "jerk_binning"):
             value = getattr(self, name)
             if value != "auto" and (isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1):
                 raise ValueError(f"{name} must be a positive integer or 'auto', got {value!r}")
@@ -116,15 +125,20 @@ class MotionEstimationConfig:
             raise ValueError("truncated_groups must be positive integers and truncated_prior >= 0")
         if self.highpass not in ("auto", True, False):
             raise ValueError(f"highpass must be 'auto', True or False, got {self.highpass!r}")
+        if self.jerk_min_fit < 0 or self.jerk_iterations < 1:
+            raise ValueError(f"jerk_min_fit must be >= 0 and jerk_iterations >= 1, got {self.jerk_min_fit}, "
+                             f"{self.jerk_iterations}")
         if self.gate_mm < 0 or self.gate_gain < 0 or self.max_scale < 0:
             raise ValueError(f"gate_mm, gate_gain and max_scale must be >= 0, got {self.gate_mm}, {self.gate_gain}, "
                              f"{self.max_scale}")
 
     def for_scan(self, geom: ConeGeometry) -> MotionEstimationConfig:
-        """These settings with ``"auto"`` binning and view step resolved for ``geom``."""
-        binning = max(2, -(-max(geom.volume.shape[1:]) // 64)) if self.binning == "auto" else int(self.binning)
+        """These settings with ``"auto"`` binnings and view step resolved for ``geom``."""
+        fine = -(-max(geom.volume.shape[1:]) // 64)
+        binning = max(2, fine) if self.binning == "auto" else int(self.binning)
+        jerk_binning = max(1, fine) if self.jerk_binning == "auto" else int(self.jerk_binning)
         step = max(1, geom.n_views // 120) if self.view_step == "auto" else int(self.view_step)
-        return dataclasses.replace(self, binning=binning, view_step=step)
+        return dataclasses.replace(self, binning=binning, view_step=step, jerk_binning=jerk_binning)
 
     def views_needed(self) -> int:
         """The fewest views a scan needs for these settings (resolved by :meth:`for_scan`): the most groups of any
@@ -224,9 +238,10 @@ def _normal_equations(jac, r) -> tuple[np.ndarray, np.ndarray]:
 
 def _register_groups(
     volume: np.ndarray, geom: ConeGeometry, target: np.ndarray, weights, starts: np.ndarray, theta: np.ndarray,
-    radius: float, pivot: np.ndarray, cfg: MotionEstimationConfig,
+    radius: float, pivot: np.ndarray, cfg: MotionEstimationConfig, tolerance_mm: float = 0.0,
 ) -> np.ndarray:
-    """Joint Levenberg–Marquardt for the (G, 6) group poses (mm units), from ``theta``.
+    """Joint Levenberg–Marquardt for the (G, 6) group poses (mm units), from ``theta``; stops early once an accepted
+    step changes no pose parameter by more than ``tolerance_mm`` (0: runs all ``cfg.iterations``).
 
     The data term is separable (a group's views depend on its pose only); the priors
     ``mean(diag(JᵀJ)) · (prior · |θ|² + smoothness · Σ_g |θ_g − θ_{g−1}|²)`` couple neighbouring groups, which fixes
@@ -289,6 +304,8 @@ def _register_groups(
                 break
             mu *= 10
         else:
+            break
+        if float(np.abs(delta).max()) < tolerance_mm:
             break
     return theta
 
