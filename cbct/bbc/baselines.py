@@ -6,7 +6,7 @@ angular weights come from ``geom.angles``.)
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -14,6 +14,7 @@ from cbct._checks import check_array, check_geometry
 from cbct.backend import array_module
 from cbct.angles import CompletionPlan, plan_completion
 from cbct.geometry import ConeGeometry
+from cbct.signatures import borrow_keywords
 
 __all__ = ["linear_completion", "interpolate_linear"]
 
@@ -38,15 +39,8 @@ def interpolate_linear(projections, plan: CompletionPlan):
     return out
 
 
-def linear_completion(
-    projections,
-    geom: ConeGeometry,
-    *,
-    factor: int | None = None,
-    angles: Sequence[float] | np.ndarray | None = None,
-    target: ConeGeometry | None = None,
-    full_circle: bool | None = None,
-) -> tuple[np.ndarray, ConeGeometry]:
+@borrow_keywords(plan_completion)
+def linear_completion(projections, geom: ConeGeometry, **plan_options: Any) -> tuple[np.ndarray, ConeGeometry]:
     """Complete a sparse scan by linear interpolation of neighbouring views along the angle.
 
     Args:
@@ -62,5 +56,5 @@ def linear_completion(
     projections = check_array(projections, "projections", geom.projection_shape, "the projection shape of the geometry")
     if projections.ndim != 3:
         raise ValueError(f"projections must be one scan (n_views, nv, nu), got shape {tuple(projections.shape)}")
-    plan = plan_completion(geom, factor=factor, angles=angles, target=target, full_circle=full_circle)
+    plan = plan_completion(geom, **plan_options)
     return interpolate_linear(projections, plan), plan.geometry

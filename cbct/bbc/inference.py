@@ -14,6 +14,7 @@ import torch
 
 from cbct.angles import CompletionPlan
 from cbct.bbc.model import FlowCompletionNet
+from cbct.learned.device import model_device
 
 __all__ = ["as_tensor", "complete_views", "measure_throughput"]
 
@@ -53,7 +54,7 @@ def complete_views(
     """
     if pairs_per_batch < 1:
         raise ValueError(f"pairs_per_batch must be positive, got {pairs_per_batch}")
-    dev = torch.device(device) if device is not None else next(model.parameters()).device
+    dev = model_device(model, device)
     model = model.to(dev).eval()
     use_amp = (dev.type == "cuda") if amp is None else bool(amp)
     p = as_tensor(projections, dev)

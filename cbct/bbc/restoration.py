@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from cbct._checks import check_fields
+from cbct.learned.device import model_device
 
 log = logging.getLogger(__name__)
 
@@ -147,7 +148,7 @@ def restore_volume(
     """
     from cbct.bbc.inference import as_tensor
 
-    dev = torch.device(device) if device is not None else next(net.parameters()).device
+    dev = model_device(net, device)
     vol = as_tensor(volume, dev)
     if vol.ndim != 3:
         raise ValueError(f"volume must be (z, y, x), got shape {tuple(vol.shape)}")

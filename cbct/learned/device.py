@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["resolve_device", "describe_device", "autocast_dtype", "use_threads"]
+__all__ = ["resolve_device", "model_device", "describe_device", "autocast_dtype", "use_threads"]
 
 
 def _is_cupy(data: Any) -> bool:
@@ -33,6 +33,11 @@ def resolve_device(name: str | torch.device | None = "auto", data: Any = None) -
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise RuntimeError(f"device {str(name)!r} requested but CUDA is not available")
     return dev
+
+
+def model_device(model: torch.nn.Module, device: str | torch.device | None = None) -> torch.device:
+    """Where to run ``model``: ``device`` when given, else where its parameters are."""
+    return torch.device(device) if device is not None else next(model.parameters()).device
 
 
 def use_threads(dev: torch.device, threads: int | None) -> None:

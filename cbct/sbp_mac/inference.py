@@ -9,6 +9,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
+from cbct.learned.device import model_device
 from cbct.learned.weights import load_weights, shipped_weights
 from cbct.sbp_mac.model import SBPMAC, SBPMACConfig
 
@@ -101,7 +102,7 @@ def correct_volume(
     cfg = model.config
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    dev = torch.device(device) if device is not None else next(model.parameters()).device
+    dev = model_device(model, device)
     model = model.to(dev).eval()
     vol = _as_tensor(fdk, dev)
     if vol.ndim != 3:
