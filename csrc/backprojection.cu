@@ -27,6 +27,7 @@
 //     atomicAdd into the volume. Rays as in forward_projection.cu (constant memory, set-up in double precision by
 //     joseph_ray.cu); the projection array is read directly from global memory (one value per ray).
 
+#include "bilinear.cu"
 #include "joseph_ray.cu"
 
 #ifndef CBCT_MAX_FDK_VIEWS
@@ -56,19 +57,7 @@ __device__ __forceinline__ float sample_detector(cudaTextureObject_t proj, float
     if (HW_FILTER) {
         return tex2DLayered<float>(proj, u + 0.5f, v + 0.5f, layer);
     } else {
-        const float fu = floorf(u);
-        const float fv = floorf(v);
-        const float wu = u - fu;
-        const float wv = v - fv;
-        const float x0 = fu + 0.5f;
-        const float y0 = fv + 0.5f;
-        const float t00 = tex2DLayered<float>(proj, x0, y0, layer);
-        const float t10 = tex2DLayered<float>(proj, x0 + 1.0f, y0, layer);
-        const float t01 = tex2DLayered<float>(proj, x0, y0 + 1.0f, layer);
-        const float t11 = tex2DLayered<float>(proj, x0 + 1.0f, y0 + 1.0f, layer);
-        const float top = fmaf(wu, t10 - t00, t00);
-        const float bottom = fmaf(wu, t11 - t01, t01);
-        return fmaf(wv, bottom - top, top);
+        return bilinear(u, v, [&](float x, float y) { return tex2DLayered<float>(proj, x, y, layer); });
     }
 }
 

@@ -18,6 +18,7 @@
 //     * Per-view rays (12 doubles, voxel-index space) live in constant memory, at most CBCT_MAX_RAY_VIEWS views
 //       per launch, uploaded by the host on the launch stream right before the launch.
 
+#include "bilinear.cu"
 #include "joseph_ray.cu"
 
 #ifndef CBCT_MAX_RAY_VIEWS
@@ -51,19 +52,7 @@ __device__ __forceinline__ float march_ray(cudaTextureObject_t vol, const Joseph
         if (HW_FILTER) {
             acc += fetch_plane<A>(vol, xm, pb + 0.5f, pc + 0.5f);
         } else {
-            const float fb = floorf(pb);
-            const float fc = floorf(pc);
-            const float wb = pb - fb;
-            const float wc = pc - fc;
-            const float xb = fb + 0.5f;
-            const float xc = fc + 0.5f;
-            const float v00 = fetch_plane<A>(vol, xm, xb, xc);
-            const float v10 = fetch_plane<A>(vol, xm, xb + 1.0f, xc);
-            const float v01 = fetch_plane<A>(vol, xm, xb, xc + 1.0f);
-            const float v11 = fetch_plane<A>(vol, xm, xb + 1.0f, xc + 1.0f);
-            const float near_c = fmaf(wb, v10 - v00, v00);
-            const float far_c = fmaf(wb, v11 - v01, v01);
-            acc += fmaf(wc, far_c - near_c, near_c);
+            acc += bilinear(pb, pc, [&](float xb, float xc) { return fetch_plane<A>(vol, xm, xb, xc); });
         }
     }
     return acc;
