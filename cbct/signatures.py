@@ -22,9 +22,9 @@ _KEYWORD_ONLY, _VAR_KEYWORD = inspect.Parameter.KEYWORD_ONLY, inspect.Parameter.
 def borrow_keywords(source: Callable[..., Any], *, exclude: Collection[str] = ()) -> Callable[[F], F]:
     """Decorator: the decorated function's ``**options`` stand for the keyword-only parameters of ``source``.
 
-    Its signature lists its own parameters with the borrowed ones (those it does not define itself, less
-    ``exclude``) in place of ``**options``, before its own keyword-only ones; their annotations join its type hints
-    and a call with any other keyword raises ``TypeError``. The function receives the borrowed keywords that the
+    Its signature lists the borrowed parameters (those it does not define itself, less ``exclude``) where
+    ``**options`` stands, after its own; their annotations join its type hints and a call with any other keyword
+    raises ``TypeError``. The function receives the borrowed keywords that the
     caller gave in ``**options`` (the defaults stay those of ``source``, applied when it passes them on).
     """
 
@@ -38,8 +38,7 @@ def borrow_keywords(source: Callable[..., Any], *, exclude: Collection[str] = ()
                     for p in inspect.signature(source).parameters.values()
                     if p.kind is _KEYWORD_ONLY and p.name not in own.parameters and p.name not in exclude]
         params = [p for p in own.parameters.values() if p.kind is not _VAR_KEYWORD]
-        at = next((i for i, p in enumerate(params) if p.kind is _KEYWORD_ONLY), len(params))
-        signature = own.replace(parameters=params[:at] + borrowed + params[at:])
+        signature = own.replace(parameters=params + borrowed)
 
         @functools.wraps(fn)
         def checked(*args: Any, **kwargs: Any) -> Any:

@@ -56,6 +56,43 @@ def check_problem(projections, geom: ConeGeometry, niter: int, init):
     return projections, geom, int(niter), x0
 
 
+@dataclasses.dataclass
+class Run:
+    """An iterative reconstruction under way: the checked problem, the start volume ``x0`` and what it records."""
+
+    name: str
+    projections: Any
+    geom: ConeGeometry
+    niter: int
+    x0: Any
+    residuals: bool
+    callback: Callback | None
+    history: list[float] = dataclasses.field(default_factory=list)
+
+    def record(self, it: int, x, residual: float | None = None, note: str = "") -> None:
+        """Iteration ``it`` is done: keep ``||A x - b||_2`` when residuals are asked for (``residual`` when the
+        algorithm knows it, else one projection), log the iteration, call the callback."""
+        if self.residuals:
+            residual = residual_norm(x, self.projections, self.geom) if residual is None else residual
+            self.history.append(residual)
+        if residual is None:
+            log.info("%s iteration %d/%d%s", self.name, it + 1, self.niter, note)
+        else:
+            log.info("%s iteration %d/%d: ||Ax-b|| = %.6g%s", self.name, it + 1, self.niter, residual, note)
+        if self.callback is not None:
+            self.callback(it, x)
+
+    def result(self, x) -> IterativeResult:
+        return IterativeResult(x, np.asarray(self.history, dtype=np.float64))
+
+
+def start_run(name: str, projections, geom: ConeGeometry, niter: int, *, init=None, residuals: bool = False,
+              callback: Callback | None = None) -> Run:
+    """The :class:`Run` of the algorithm ``name`` on a checked problem (:func:`check_problem`)."""
+    projections, geom, niter, x0 = check_problem(projections, geom, niter, init)
+    return Run(name, projections, geom, niter, x0, residuals, callback)
+
+
 def norm(x) -> float:
     """Euclidean norm of an array (NumPy or CuPy) as a Python float, accumulated in float64."""
     xp = array_module(x)

@@ -16,12 +16,12 @@ from cbct._checks import check_geometry
 from cbct.backend import array_module
 from cbct.geometry import ConeGeometry
 from cbct.iterative._common import (
-    Callback, IterativeResult, Order, check_problem, log, residual_norm, safe_reciprocal, view_blocks,
+    IterativeResult, Order, Run, log, safe_reciprocal, start_run, view_blocks,
 )
 from cbct.operators import backproject, project
 from cbct.signatures import borrow_keywords
 
-__all__ = ["os_sart", "sirt", "sart", "SartOperator", "sart_operator"]
+__all__ = ["os_sart", "sirt", "sart", "SartOperator", "start_sart"]
 
 V_CACHE_BYTES = 512 * 2**20
 """Column sums of the blocks are kept when they fit in this many bytes, else recomputed every sweep."""
@@ -78,60 +78,49 @@ class SartOperator:
         return x
 
 
-def sart_operator(
+@borrow_keywords(start_run)
+def start_sart(
+    name: str,
     projections,
     geom: ConeGeometry,
+    niter: int,
     *,
     blocksize: int = 20,
     lmbda: float = 1.0,
     lmbda_red: float = 0.99,
     order: Order = "ordered",
     rng: np.random.Generator | int | None = None,
-) -> SartOperator:
-    """The OS-SART block updates for a checked problem (:func:`os_sart` and ASD-POCS; arguments: :func:`os_sart`)."""
-    return SartOperator(projections, geom, view_blocks(geom, blocksize, order, rng), lmbda, lmbda_red)
+    **run: Any,
+) -> tuple[Run, SartOperator]:
+    """The run and the block updates of a SART-family algorithm (:func:`os_sart`, ASD-POCS; arguments: :func:`os_sart`)."""
+    started = start_run(name, projections, geom, niter, **run)
+    blocks = view_blocks(started.geom, blocksize, order, rng)
+    return started, SartOperator(started.projections, started.geom, blocks, lmbda, lmbda_red)
 
 
-@borrow_keywords(sart_operator)
-def os_sart(
-    projections,
-    geom: ConeGeometry,
-    niter: int,
-    *,
-    init=None,
-    nonneg: bool = True,
-    residuals: bool = False,
-    callback: Callback | None = None,
-    **sart: Any,
-) -> IterativeResult:
+@borrow_keywords(start_sart)
+def os_sart(projections, geom: ConeGeometry, niter: int, *, nonneg: bool = True, **options: Any) -> IterativeResult:
     """OS-SART (ordered-subsets SART).
 
     Args:
         projections: (n_views, nv, nu) float32 line integrals, NumPy (CPU) or CuPy (GPU).
         geom: the acquisition geometry.
         niter: number of sweeps over all views.
+        nonneg: clip negative attenuation after every block.
         blocksize: views per block (subset); 1 is SART, ``n_views`` is SIRT.
         lmbda: relaxation, in (0, 2); multiplied by ``lmbda_red`` after every sweep.
         order: block order: ``"ordered"``, ``"random"`` (seeded by ``rng``) or ``"angular"`` (each next block
             the farthest in angle from those used).
         init: initial volume (nz, ny, nx) on the projections' device; zeros by default.
-        nonneg: clip negative attenuation after every block.
         residuals: record ``||A x - b||_2`` after every sweep (one extra projection each).
         callback: ``callback(iteration, volume)`` after every sweep.
     """
-    projections, geom, niter, x = check_problem(projections, geom, niter, init)
-    op = sart_operator(projections, geom, **sart)
-    history = []
-    for it in range(niter):
+    run, op = start_sart("OS-SART", projections, geom, niter, **options)
+    x = run.x0
+    for it in range(run.niter):
         op.sweep(x, nonneg)
-        if residuals:
-            history.append(residual_norm(x, projections, geom))
-            log.info("OS-SART iteration %d/%d: ||Ax-b|| = %.6g", it + 1, niter, history[-1])
-        else:
-            log.info("OS-SART iteration %d/%d", it + 1, niter)
-        if callback is not None:
-            callback(it, x)
-    return IterativeResult(x, np.asarray(history, dtype=np.float64))
+        run.record(it, x)
+    return run.result(x)
 
 
 def sirt(projections, geom: ConeGeometry, niter: int, **kwargs) -> IterativeResult:

@@ -4,10 +4,8 @@ projector ``A`` and its exact adjoint. Each iteration costs one projection and o
 
 from __future__ import annotations
 
-import numpy as np
-
 from cbct.geometry import ConeGeometry
-from cbct.iterative._common import Callback, IterativeResult, check_problem, log, norm
+from cbct.iterative._common import Callback, IterativeResult, log, norm, start_run
 from cbct.operators import backproject, project
 
 __all__ = ["cgls"]
@@ -33,13 +31,13 @@ def cgls(
     Returns:
         the volume and ``||A x_k - b||_2`` after every iteration (free: CGLS updates the residual).
     """
-    projections, geom, niter, x = check_problem(projections, geom, niter, init)
+    run = start_run("CGLS", projections, geom, niter, init=init, residuals=True, callback=callback)
+    projections, geom, x = run.projections, run.geom, run.x0
     r = projections - project(x, geom) if init is not None else projections.copy()
     s = backproject(r, geom, "matched")
     p = s.copy()
     gamma = norm(s) ** 2
-    history = []
-    for it in range(niter):
+    for it in range(run.niter):
         if gamma == 0.0:
             log.info("CGLS: gradient vanished after %d iterations", it)
             break
@@ -56,8 +54,5 @@ def cgls(
         p *= gamma_new / gamma
         p += s
         gamma = gamma_new
-        history.append(norm(r))
-        log.info("CGLS iteration %d/%d: ||Ax-b|| = %.6g", it + 1, niter, history[-1])
-        if callback is not None:
-            callback(it, x)
-    return IterativeResult(x, np.asarray(history, dtype=np.float64))
+        run.record(it, x, norm(r))
+    return run.result(x)

@@ -13,9 +13,9 @@ from cbct.backend import array_module
 from cbct.fdk import fdk
 from cbct.geometry import ConeGeometry
 from cbct.iterative._common import (
-    Callback, IterativeResult, check_problem, log, norm, residual_norm,
+    IterativeResult, log, norm, residual_norm, start_run,
 )
-from cbct.iterative.art import sart_operator
+from cbct.iterative.art import start_sart
 from cbct.operators import backproject, project
 from cbct.signatures import borrow_keywords
 
@@ -110,6 +110,7 @@ def operator_norm_squared(geom: ConeGeometry, like, n_iter: int = 12, seed: int 
     return est
 
 
+@borrow_keywords(start_run)
 def fista_tv(
     projections,
     geom: ConeGeometry,
@@ -118,10 +119,8 @@ def fista_tv(
     tv_weight: float = 0.1,
     tv_iter: int = 20,
     lipschitz: float | None = None,
-    init=None,
     nonneg: bool = True,
-    residuals: bool = False,
-    callback: Callback | None = None,
+    **options: Any,
 ) -> IterativeResult:
     """FISTA (Beck & Teboulle) for ``min 1/2 ||A x - b||^2 + tv_weight * TV(x)``.
 
@@ -132,12 +131,13 @@ def fista_tv(
         tv_weight: weight of TV (x in mm⁻¹, TV summed over voxels); larger is smoother.
         tv_iter: iterations of the TV proximal step (Chambolle, warm started).
         lipschitz: ``||A^T A||``; estimated by power iteration (12 projections and backprojections) when None.
-        init: initial volume; zeros by default.
         nonneg: clip negative values after each proximal step.
+        init: initial volume; zeros by default.
         residuals: record ``||A x - b||_2`` after each iteration (one extra projection each).
         callback: ``callback(iteration, volume)`` after every iteration.
     """
-    projections, geom, niter, x = check_problem(projections, geom, niter, init)
+    run = start_run("FISTA-TV", projections, geom, niter, **options)
+    projections, geom, x = run.projections, run.geom, run.x0
     if tv_weight < 0:
         raise ValueError(f"tv_weight must be >= 0, got {tv_weight}")
     xp = array_module(projections)
@@ -150,8 +150,7 @@ def fista_tv(
     y = x.copy()
     t = 1.0
     dual = None
-    history = []
-    for it in range(niter):
+    for it in range(run.niter):
         grad = backproject(project(y, geom) - projections, geom, "matched")
         z = y - projections.dtype.type(step) * grad
         x_new, dual = tv_denoise(z, tv_weight * step, tv_iter, dual)
@@ -160,15 +159,11 @@ def fista_tv(
         t_new = 0.5 * (1 + np.sqrt(1 + 4 * t * t))
         y = x_new + projections.dtype.type((t - 1) / t_new) * (x_new - x)
         x, t = x_new, t_new
-        if residuals:
-            history.append(residual_norm(x, projections, geom))
-        log.info("FISTA-TV iteration %d/%d", it + 1, niter)
-        if callback is not None:
-            callback(it, x)
-    return IterativeResult(x, np.asarray(history, dtype=np.float64))
+        run.record(it, x)
+    return run.result(x)
 
 
-@borrow_keywords(sart_operator)
+@borrow_keywords(start_sart)
 def asd_pocs(
     projections,
     geom: ConeGeometry,
@@ -179,10 +174,7 @@ def asd_pocs(
     alpha_red: float = 0.95,
     ratio: float = 0.95,
     max_l2_error: float | None = None,
-    init=None,
-    residuals: bool = False,
-    callback: Callback | None = None,
-    **sart: Any,
+    **options: Any,
 ) -> IterativeResult:
     """ASD-POCS (Sidky & Pan 2008): an OS-SART sweep with positivity, then ``tv_iter`` steepest-descent steps on TV
     whose length adapts to the data step.
@@ -198,17 +190,16 @@ def asd_pocs(
         residuals: record ``||A x - b||_2`` after each iteration's data step (computed anyway: no extra cost).
         callback: ``callback(iteration, volume)`` after every iteration.
     """
-    projections, geom, niter, x = check_problem(projections, geom, niter, init)
     for name, value in (("alpha", alpha), ("alpha_red", alpha_red), ("ratio", ratio)):
         if not value > 0:
             raise ValueError(f"{name} must be positive, got {value}")
-    op = sart_operator(projections, geom, **sart)
+    run, op = start_sart("ASD-POCS", projections, geom, niter, **options)
+    projections, geom, x = run.projections, run.geom, run.x0
     if max_l2_error is None:
         max_l2_error = 0.2 * residual_norm(fdk(projections, geom), projections, geom)
     xp = array_module(projections)
     dtvg = None
-    history = []
-    for it in range(niter):
+    for it in range(run.niter):
         x_prev = x.copy()
         op.sweep(x, nonneg=True)
         dd = residual_norm(x, projections, geom)
@@ -225,10 +216,6 @@ def asd_pocs(
         dg = norm(x - x_data)
         if dg > ratio * dp and dd > max_l2_error:
             dtvg *= alpha_red
-        if residuals:
-            history.append(dd)
-        log.info("ASD-POCS iteration %d/%d: ||Ax-b|| = %.6g (epsilon %.6g)", it + 1, niter, dd, max_l2_error)
-        if callback is not None:
-            callback(it, x)
+        run.record(it, x, dd, note=f" (epsilon {max_l2_error:.6g})")
     xp.maximum(x, 0, out=x)
-    return IterativeResult(x, np.asarray(history, dtype=np.float64))
+    return run.result(x)
