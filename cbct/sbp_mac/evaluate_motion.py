@@ -120,12 +120,12 @@ def _scan_volumes(
 
 
 def _code_version() -> str:
-    """A hash of the source of everything that makes the cached images (all of ``cbct`` but the learned stages,
-    plus the held-out scans): a change to any of it invalidates the cache."""
+    """A hash of the source of everything that makes the cached images (all of ``cbct`` but the learned stages and
+    their shared package, plus the held-out scans): a change to any of it invalidates the cache."""
     from cbct.sbp_mac.cache import content_key
 
     root = pathlib.Path(__file__).resolve().parents[1]
-    files = [p for p in sorted(root.rglob("*.py")) if p.relative_to(root).parts[0] not in ("bbc", "sbp_mac")]
+    files = [p for p in sorted(root.rglob("*.py")) if p.relative_to(root).parts[0] not in ("bbc", "sbp_mac", "learned")]
     files.append(root / "sbp_mac" / "heldout.py")
     return content_key({str(p.relative_to(root)): p.read_text() for p in files})
 
