@@ -10,7 +10,7 @@ from __future__ import annotations
 import functools
 import inspect
 import typing
-from collections.abc import Callable, Collection
+from collections.abc import Callable
 from typing import Any, TypeVar, cast
 
 __all__ = ["borrow_keywords"]
@@ -19,13 +19,13 @@ F = TypeVar("F", bound=Callable[..., Any])
 _KEYWORD_ONLY, _VAR_KEYWORD = inspect.Parameter.KEYWORD_ONLY, inspect.Parameter.VAR_KEYWORD
 
 
-def borrow_keywords(source: Callable[..., Any], *, exclude: Collection[str] = ()) -> Callable[[F], F]:
+def borrow_keywords(source: Callable[..., Any]) -> Callable[[F], F]:
     """Decorator: the decorated function's ``**options`` stand for the keyword-only parameters of ``source``.
 
-    Its signature lists the borrowed parameters (those it does not define itself, less ``exclude``) where
-    ``**options`` stands, after its own; their annotations join its type hints and a call with any other keyword
-    raises ``TypeError``. The function receives the borrowed keywords that the
-    caller gave in ``**options`` (the defaults stay those of ``source``, applied when it passes them on).
+    Its signature lists the borrowed parameters (those it does not define itself) where ``**options`` stands,
+    after its own; their annotations join its type hints, and a call with any other keyword raises ``TypeError``.
+    The function receives in ``**options`` the borrowed keywords the caller gave; the defaults stay those of
+    ``source``, applied when the function passes them on.
     """
 
     def decorate(fn: F) -> F:
@@ -36,7 +36,7 @@ def borrow_keywords(source: Callable[..., Any], *, exclude: Collection[str] = ()
         hints = typing.get_type_hints(source)
         borrowed = [p.replace(annotation=hints.get(p.name, p.annotation))
                     for p in inspect.signature(source).parameters.values()
-                    if p.kind is _KEYWORD_ONLY and p.name not in own.parameters and p.name not in exclude]
+                    if p.kind is _KEYWORD_ONLY and p.name not in own.parameters]
         params = [p for p in own.parameters.values() if p.kind is not _VAR_KEYWORD]
         signature = own.replace(parameters=params + borrowed)
 
