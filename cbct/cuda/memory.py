@@ -22,6 +22,7 @@ from cbct.fdk.filters import ramp_filter_rows
 from cbct.fdk.reconstruction import FDKFilterPlan, plan_fdk_filter
 from cbct.fdk.weights import cosine_weights
 from cbct.geometry import ConeGeometry
+from cbct.signatures import borrow_keywords
 
 log = logging.getLogger(__name__)
 
@@ -62,20 +63,18 @@ def _check_out(out: np.ndarray | None, shape: tuple[int, int, int]) -> np.ndarra
     return out
 
 
+@borrow_keywords(plan_fdk_filter)
 def fdk_host(
     projections: np.ndarray,
     geom: ConeGeometry,
     *,
-    filter: str = "ram-lak",
-    cutoff: float = 1.0,
-    short_scan: bool | None = None,
-    offset_detector: bool | None = None,
     out: np.ndarray | None = None,
     memory_limit: int | None = None,
     views_per_chunk: int = 32,
     interpolation: str = "exact",
     texture_dtype: str = "float32",
     device: int | None = None,
+    **filter_options: Any,
 ) -> np.ndarray:
     """FDK reconstruction of host projections on a GPU, streamed so that it fits in device memory.
 
@@ -105,7 +104,7 @@ def fdk_host(
         raise ValueError(f"projections must be one scan (n_views, nv, nu), got shape {projections.shape}")
     hardware = check_options(interpolation, texture_dtype)
     out = _check_out(out, geom.volume.shape)
-    fplan = plan_fdk_filter(geom, filter=filter, cutoff=cutoff, short_scan=short_scan, offset_detector=offset_detector)
+    fplan = plan_fdk_filter(geom, **filter_options)
     n_fft = 2 * (fplan.response.shape[0] - 1)
     with cp.cuda.Device(device if device is not None else cp.cuda.Device().id):
         budget = _budget(memory_limit)
