@@ -13,8 +13,9 @@ estimate is close to a step, :func:`refine_jerk` replaces it with an exact two-p
    Levenberg–Marquardt as the estimator, no priors); the two relative poses are averaged (their biases differ in
    sign: each reference image lacks the other segment's angles). A segment shorter than a third of the scan gives
    too poor an image and serves only as the moving side;
-3. the change point again, view by view: each view near ``k`` takes the pose under which it matches the image of
-   the whole scan (reconstructed with the refined motion) better; if ``k`` moved, step 2 is repeated once.
+3. the change point again, view by view (all views, also those a ``view_step`` skips): each view near ``k`` takes
+   the pose under which it matches the image of the whole scan (reconstructed with the refined motion) better; if
+   ``k`` moved, step 2 is repeated once.
 
 The result is a motion about the mean pose (the convention of :func:`cbct.motion_estimation.estimate_motion`);
 :func:`cbct.motion_correction.correct_motion` uses it only where the gradient entropy says it is sharper than the
@@ -109,6 +110,7 @@ class _Scan:
     def __init__(self, projections, geom: ConeGeometry, cfg: MotionEstimationConfig, truncation: bool, binning: int,
                  iterations: int):
         kept = np.arange(0, geom.n_views, cfg.view_step)
+        self.full, self.full_geom, self.binning = projections, geom, binning
         small, self.geom = bin_scan(projections[kept].astype(np.float32, copy=False), geom[kept], binning)
         xp = array_module(small)
         self.projections = xp.ascontiguousarray(small)
@@ -130,9 +132,11 @@ class _Scan:
                                 start[None], self.radius, self.pivot, self.cfg, tolerance_mm=TOLERANCE_MM)[0]
 
     def view_costs(self, volume, views: np.ndarray, pose: np.ndarray) -> np.ndarray:
-        """(len(views),) sum of squares of each view's high-pass residual against ``volume`` under ``pose``."""
-        moved = _motion(np.broadcast_to(pose, (len(views), 6)), self.radius, self.pivot).apply(self.geom[views])
-        r = _highpass(project(volume, moved), self.weights) - self.target[views]
+        """(len(views),) sum of squares of the high-pass residual against ``volume`` under ``pose`` of each of the
+        scan's views ``views`` (indices into all its views, kept or not), binned as the kept ones."""
+        measured, geom = bin_scan(self.full[views].astype(np.float32, copy=False), self.full_geom[views], self.binning)
+        moved = _motion(np.broadcast_to(pose, (len(views), 6)), self.radius, self.pivot).apply(geom)
+        r = _highpass(project(volume, moved), self.weights) - _highpass(measured, self.weights)
         return _to_host((r * r).sum(axis=1)).astype(np.float64)
 
 
@@ -151,10 +155,11 @@ def _two_segment_pose(scan: _Scan, k: int, start: np.ndarray) -> np.ndarray:
 
 
 def _change_point(scan: _Scan, k: int, pose: np.ndarray, window: int) -> int:
-    """The change point (kept-view index) near ``k`` that assigns each view the better of the two poses."""
-    n = scan.geom.n_views
+    """The change point (index into all the scan's views) within ``window`` views of the kept view ``k`` that
+    assigns each view the better of the two poses against the image of the kept views with the step at ``k``."""
+    n, guess = scan.geom.n_views, int(scan.kept[k])
     volume = scan.image(slice(0, n), step_motion(pose, k, n, scan.radius, scan.pivot))
-    views = np.arange(max(1, k - window), min(n - 1, k + window) + 1)
+    views = np.arange(max(1, guess - window), min(scan.n_full - 1, guess + window) + 1)
     still, moved = scan.view_costs(volume, views, np.zeros(6)), scan.view_costs(volume, views, pose)
     totals = [still[:j].sum() + moved[j:].sum() for j in range(len(views) + 1)]
     j = int(np.argmin(totals))
@@ -190,12 +195,10 @@ def refine_jerk(projections, geom: ConeGeometry, estimate: RigidMotion, cfg: Mot
     scan = _Scan(projections, geom, cfg, truncation, binning, cfg.jerk_iterations)
     k = int(np.searchsorted(scan.kept, k_full))
     pose = _two_segment_pose(scan, k, _two_segment_pose(coarse, k, start))  # coarse to fine
-    moved_k = _change_point(scan, k, pose, window=max(2, scan.geom.n_views // 20))
+    change = _change_point(scan, k, pose, window=max(2, geom.n_views // 20))
+    moved_k = int(np.searchsorted(scan.kept, change))
     if moved_k != k and 0 < moved_k < scan.geom.n_views:
-        k, pose = moved_k, _two_segment_pose(scan, moved_k, pose)
-    change = int(scan.kept[k]) if k < len(scan.kept) else geom.n_views
-    if cfg.view_step > 1:  # between two kept views: the full-resolution views there take the nearer pose
-        change = (int(scan.kept[k - 1]) + change + 1) // 2 if k > 0 else change
+        pose = _two_segment_pose(scan, moved_k, pose)
     motion = step_motion(pose, change, geom.n_views, radius, pivot)
     info.update({"change_view": change, "pose_after": {"rotation_deg": np.round(np.degrees(pose[:3] / radius), 4).tolist(),
                                                         "translation_mm": np.round(pose[3:], 4).tolist()}})
