@@ -50,7 +50,8 @@ class MotionCorrection:
         geometry: the geometry to reconstruct with (the input geometry itself when not moved).
         pose: the declared output pose: ``"first view"``, ``"mean"`` or ``"view N"``.
         report: JSON-able record: the decision and its statistics, per-view rotation (degrees, rotation-vector
-            components about world x, y, z) and translation (mm), the seconds taken.
+            components about world x, y, z) and translation (mm), the jerk refinement (``"jerk"``: whether used,
+            its step fit, change view and pose), the seconds taken.
     """
 
     moved: bool

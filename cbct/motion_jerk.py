@@ -2,24 +2,23 @@
 
 The groupwise registration (:mod:`cbct.motion_estimation`) smears a sudden jerk over its group width and
 underestimates it (its reference volume is a blur of both poses, and its priors pull towards the mean pose). When the
-estimate is close to a step, :func:`refine_jerk` replaces it with an exact two-pose motion:
+estimate is step-like enough, :func:`refine_jerk` replaces it with an exact two-pose motion:
 
 1. the change point ``k`` and how step-like the estimate is (:func:`step_fit`: the share of the estimate's variance
    that one step explains);
 2. the pose of the views after ``k`` relative to those before (binned ``2 × jerk_binning``, then ``jerk_binning``),
-   by two registrations that do not see their own
-   views: the views after ``k`` against the FDK image of the views before ``k`` alone, and the views before ``k``
-   against the image of the views after ``k`` (same high-pass, field-of-view-restricted residual and
-   Levenberg–Marquardt as the estimator, no priors); the two relative poses are averaged (their biases differ in
-   sign: each reference image lacks the other segment's angles). A segment shorter than a third of the scan gives
-   too poor an image and serves only as the moving side;
+   by two registrations that do not see their own views: the views after ``k`` against the FDK image of the views
+   before ``k`` alone, and the views before ``k`` against the image of the views after ``k`` (same high-pass,
+   field-of-view-restricted residual and Levenberg–Marquardt as the estimator, no priors). The two relative poses
+   are averaged (on the training heads more accurate than either alone). A segment shorter than a third of the
+   scan gives too poor an image and serves only as the moving side;
 3. the change point again, view by view (all views, also those a ``view_step`` skips): each view near ``k`` takes
    the pose under which it matches the image of the whole scan (reconstructed with the refined motion) better; if
    ``k`` moved, step 2 is repeated once.
 
-The result is a motion about the mean pose (the convention of :func:`cbct.motion_estimation.estimate_motion`);
-:func:`cbct.motion_correction.correct_motion` uses it only where the gradient entropy says it is sharper than the
-(scaled) groupwise estimate, and only on scans its gate already judged moved. Measurements:
+The result is a motion about the mean pose (the convention of :func:`cbct.motion_estimation.estimate_motion`).
+:func:`cbct.motion_correction.correct_motion` runs it only on estimates large enough for its gate and uses it only
+where the gradient entropy says its image is sharper than the (scaled) groupwise estimate's. Measurements:
 ``docs/motion_correction.md``.
 """
 
@@ -200,8 +199,9 @@ def refine_jerk(projections, geom: ConeGeometry, estimate: RigidMotion, cfg: Mot
     if moved_k != k and 0 < moved_k < scan.geom.n_views:
         pose = _two_segment_pose(scan, moved_k, pose)
     motion = step_motion(pose, change, geom.n_views, radius, pivot)
-    info.update({"change_view": change, "pose_after": {"rotation_deg": np.round(np.degrees(pose[:3] / radius), 4).tolist(),
-                                                        "translation_mm": np.round(pose[3:], 4).tolist()}})
+    after = {"rotation_deg": np.round(np.degrees(pose[:3] / radius), 4).tolist(),
+             "translation_mm": np.round(pose[3:], 4).tolist()}
+    info.update({"change_view": change, "pose_after": after})
     log.info("jerk refinement: step fit %.3f, change at view %d, pose after: rotation %s deg, translation %s mm", fit,
              change, info["pose_after"]["rotation_deg"], info["pose_after"]["translation_mm"])
     return about_mean_pose(motion, radius), info
