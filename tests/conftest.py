@@ -63,6 +63,16 @@ def one_numba_thread():
 
 
 @pytest.fixture
+def one_torch_thread():
+    """The small networks of the learned-stage tests run fastest, and reproducibly, on one torch thread."""
+    torch = pytest.importorskip("torch")
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture
 def small_geometry() -> cbct.ConeGeometry:
     """A small full-circle scan: 64³ volume of 1 mm voxels, 90 views of 64 × 96 pixels of 1.2 mm."""
     return cbct.ConeGeometry.circular(

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 import cbct  # noqa: E402
 from cbct.angles import plan_completion  # noqa: E402
@@ -19,14 +20,6 @@ from cbct.pipeline.state import PipelineState  # noqa: E402
 from cbct.simulation.sparse import sparse_views  # noqa: E402
 
 TINY = FlowCompletionConfig(channels=(8, 8, 16), corr_levels=2, corr_radius=2, hidden=16, iters=2, refine_channels=8)
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def _smooth_image(h: int, w: int, dx: float = 0.0, dy: float = 0.0) -> np.ndarray:

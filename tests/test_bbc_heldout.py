@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 pytest.importorskip("itk")
 
 from cbct.angles import plan_completion  # noqa: E402
@@ -21,7 +22,6 @@ from cbct.bbc.restoration import RestorationConfig, RestorationNet, restore_volu
 from cbct.bbc.weights import load_completion, load_restoration  # noqa: E402
 from cbct.learned.weights import save_weights  # noqa: E402
 from cbct.geometry import ConeGeometry  # noqa: E402
-from test_bbc import _one_thread  # noqa: E402, F401  (autouse: one torch thread)
 
 HEAD = pathlib.Path(__file__).parent / "data" / "head.mha"
 TINY = FlowCompletionConfig(channels=(8, 8, 16), corr_levels=2, corr_radius=2, hidden=16, iters=2, refine_channels=8,

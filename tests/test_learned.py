@@ -10,6 +10,7 @@ import pytest
 import yaml
 
 torch = pytest.importorskip("torch")
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 from cbct.bbc.model import FlowCompletionConfig, FlowCompletionNet  # noqa: E402
 from cbct.bbc.restoration import RestorationNet  # noqa: E402
@@ -23,14 +24,6 @@ from cbct.sbp_mac.model import SBPMAC, SBPMACConfig  # noqa: E402
 
 TINY_FLOW = {"channels": [8, 8, 16], "corr_levels": 2, "corr_radius": 2, "hidden": 16, "iters": 2, "refine_channels": 8}
 DEFAULTS = {"seed": 0, "model": {}, "train": {"steps": 10, "lr": 1e-3}}
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 # ---------------------------------------------------------------------------------------------------- config

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 import cbct
 from cbct.phantoms import real
@@ -26,14 +27,6 @@ from cbct.simulation.noise import add_noise
 
 TINY = ScanConfig(volume_shape=(12, 32, 32), voxel_size=2.0, n_views=32, dso=300.0, dsd=450.0, n_segments=4)
 TINY_MODEL = {"n_segments": 4, "channels": (8, 16), "encoder_channels": (8, 16), "segment_features": 2}
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def test_sample_segments_sum_to_the_fdk_of_the_moving_scan():
