@@ -38,7 +38,7 @@ def test_sample_segments_sum_to_the_fdk_of_the_moving_scan():
     obj_rng, motion_rng, noise_rng = sbp_data._streams(spec)
     radius = min(TINY.grid.size[1:]) / 2 - TINY.fov_margin_mm
     vol = sbp_data.source_volume("ellipsoids", TINY.grid, obj_rng, radius_mm=radius)
-    params = sample_motion_parameters(waveform="jerk", max_rotation_deg=2.0, max_translation_mm=2.0, pivot=TINY.pivot, rng=motion_rng)
+    params = sample_motion_parameters(waveform="jerk", max_rotation_deg=2.0, max_translation_mm=2.0, pivot=TINY.motion.pivot, rng=motion_rng)
     i0 = float(np.exp(noise_rng.uniform(np.log(TINY.i0[0]), np.log(TINY.i0[1]))))
     scan = add_noise(cbct.project(vol, evaluate_motion(params, geom.n_views).apply(geom)), i0=i0, rng=noise_rng)
     expected = cbct.fdk(scan, geom, filter=TINY.filter)
@@ -235,7 +235,8 @@ def test_true_displacement_fields_realign_the_segments():
     from cbct.sbp_mac.data import displacement_field, segment_motion
     from cbct.sbp_mac.model import warp
 
-    cfg = ScanConfig(volume_shape=(8, 48, 48), n_views=64, n_segments=4, max_rotation_deg=0.5, max_translation_mm=3.0, i0=(1e7, 1e7))
+    cfg = ScanConfig(volume_shape=(8, 48, 48), n_views=64, n_segments=4, i0=(1e7, 1e7),
+                     motion={"max_rotation_deg": 0.5, "max_translation_mm": 3.0})
     spec = SampleSpec("ellipsoids", 11, "jerk")
     s = simulate_sample(spec, cfg)
     w, t, pivot = segment_motion(spec, cfg)

@@ -45,13 +45,13 @@ from cbct.motion_estimation import MotionEstimationConfig, estimate_rigid_motion
 from cbct.operators import project, segmented_backproject
 from cbct.sbp_mac.cache import Sample, SplitArrays, content_key, load_split, write_split
 from cbct.sbp_mac.objects import SOURCES, source_volume
+from cbct.sbp_mac.scan_base import SimulatedScanner
 from cbct.simulation.motion import (
     COMPONENT_KINDS,
     WAVEFORMS,
     MotionParameters,
     RigidMotion,
     evaluate_motion,
-    sample_motion_parameters,
 )
 from cbct.simulation.noise import add_noise
 
@@ -84,22 +84,16 @@ __all__ = [
 
 # ---------------------------------------------------------------------------------------------- configuration
 @dataclasses.dataclass(frozen=True)
-class ScanConfig:
-    """The simulated acquisition.
+class ScanConfig(SimulatedScanner):
+    """The simulated acquisition (and, from :class:`~cbct.sbp_mac.scan_base.SimulatedScanner`, ``n_views``, ``dso``,
+    ``dsd``, ``filter`` and the ``motion`` bounds; here the pivot is behind and below the field of view).
 
     Attributes:
         volume_shape: ``(nz, ny, nx)`` voxels of the reconstruction grid (centred on the rotation axis).
         voxel_size: isotropic voxel edge, mm.
-        n_views: views over a full circle.
-        dso: source to rotation axis, mm. dsd: source to detector, mm.
         n_segments: K, angular segments of the segmented backprojection.
-        filter: FDK ramp window (see :func:`cbct.fdk.fdk`).
         i0: ``(low, high)`` photons per unattenuated pixel, drawn log-uniformly per scan.
-        max_rotation_deg: bound of the patient's rotation angle in any view, degrees.
-        max_translation_mm: bound of the patient's translation in any view, mm.
-        pivot: world ``(x, y, z)`` centre of head rotation, mm (behind and below the field of view).
         fov_margin_mm: the object is cut to a cylinder this much inside the grid, so motion keeps it in the grid.
-        min_motion_fraction: smallest drawn motion amplitude as a fraction of the bounds (0: some scans barely move).
         motion_estimation: ``None`` (reconstruct with the nominal geometry) or the settings of
             :class:`cbct.motion_estimation.MotionEstimationConfig` (``{}``: its defaults): estimate the rigid motion
             from the noisy projections and reconstruct FDK image and segments with the compensated geometry.
@@ -107,47 +101,31 @@ class ScanConfig:
 
     volume_shape: tuple[int, int, int] = (64, 96, 96)
     voxel_size: float = 1.0
-    n_views: int = 180
-    dso: float = 400.0
-    dsd: float = 600.0
     n_segments: int = 8
-    filter: str = "hann"
     i0: tuple[float, float] = (1e5, 1e6)
-    max_rotation_deg: float = 2.0
-    max_translation_mm: float = 2.0
-    pivot: tuple[float, float, float] = (0.0, -60.0, -30.0)
     fov_margin_mm: float = 4.0
-    min_motion_fraction: float = 0.25
     motion_estimation: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if self.motion_estimation is not None:
             est = MotionEstimationConfig.from_dict(dict(self.motion_estimation))
             object.__setattr__(self, "motion_estimation", est.to_dict())
         object.__setattr__(self, "volume_shape", tuple(int(s) for s in self.volume_shape))
         object.__setattr__(self, "i0", tuple(float(v) for v in self.i0))
-        object.__setattr__(self, "pivot", tuple(float(v) for v in self.pivot))
         if len(self.volume_shape) != 3 or min(self.volume_shape) < 4:
             raise ValueError(f"volume_shape must be 3 integers >= 4 (nz, ny, nx), got {self.volume_shape}")
-        if self.voxel_size <= 0 or self.n_views < 2 or not 1 <= self.n_segments <= self.n_views:
-            raise ValueError(
-                f"need voxel_size > 0, n_views >= 2 and 1 <= n_segments <= n_views, got {self.voxel_size}, "
-                f"{self.n_views}, {self.n_segments}"
-            )
+        if self.voxel_size <= 0 or not 1 <= self.n_segments <= self.n_views:
+            raise ValueError(f"need voxel_size > 0 and 1 <= n_segments <= n_views, got {self.voxel_size}, "
+                             f"{self.n_segments}, {self.n_views}")
         if len(self.i0) != 2 or not 0 < self.i0[0] <= self.i0[1]:
             raise ValueError(f"i0 must be (low, high) with 0 < low <= high, got {self.i0}")
-        if self.max_rotation_deg < 0 or self.max_translation_mm < 0 or self.fov_margin_mm < 0:
-            raise ValueError("max_rotation_deg, max_translation_mm and fov_margin_mm must be >= 0")
-        if not 0.0 <= self.min_motion_fraction <= 1.0:
-            raise ValueError(f"min_motion_fraction must lie in [0, 1], got {self.min_motion_fraction}")
+        if self.fov_margin_mm < 0:
+            raise ValueError(f"fov_margin_mm must be >= 0, got {self.fov_margin_mm}")
 
     @property
     def grid(self) -> VolumeGrid:
         return VolumeGrid(self.volume_shape, self.voxel_size)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> ScanConfig:
-        return cls(**check_fields(cls, d, "scan config keys"))
 
     def to_dict(self) -> dict[str, Any]:
         return json.loads(json.dumps(dataclasses.asdict(self)))
@@ -206,7 +184,8 @@ def split_specs(split: SplitConfig) -> list[SampleSpec]:
 def scan_geometry(cfg: ScanConfig) -> ConeGeometry:
     """A full-circle scan whose detector sees the whole grid (with 5 % and the motion margin to spare)."""
     grid = cfg.grid
-    margin = cfg.max_translation_mm + math.radians(cfg.max_rotation_deg) * float(np.linalg.norm(cfg.pivot) + grid.bounding_radius())
+    bounds = cfg.motion
+    margin = bounds.max_translation_mm + math.radians(bounds.max_rotation_deg) * float(np.linalg.norm(bounds.pivot) + grid.bounding_radius())
     radius = float(np.hypot(grid.size[1], grid.size[2]) / 2) + margin
     half_height = grid.size[0] / 2 + margin
     if radius >= 0.9 * cfg.dso:
@@ -248,11 +227,7 @@ class SimulatedScan:
 
 
 def _motion_parameters(spec: SampleSpec, cfg: ScanConfig, rng: np.random.Generator) -> MotionParameters:
-    return sample_motion_parameters(
-        waveform=spec.waveform, max_rotation_deg=cfg.max_rotation_deg, max_translation_mm=cfg.max_translation_mm,
-        min_fraction=cfg.min_motion_fraction, pivot=cfg.pivot, reference="mean", mixed_kinds=spec.mixed_kinds,
-        rng=rng,
-    )
+    return cfg.motion.draw(spec.waveform, rng, reference="mean", mixed_kinds=spec.mixed_kinds)
 
 
 def object_radius(cfg: ScanConfig) -> float:

@@ -84,7 +84,7 @@ def evaluate(
         if not metas:
             raise ValueError("no scan settings: give scan=... or weights whose meta holds their training config")
         scan = ScanConfig.from_dict(metas[0]["config"]["data"]["scan"])
-        scan = dataclasses.replace(scan, min_motion_fraction=EVAL_MIN_MOTION_FRACTION)
+        scan = dataclasses.replace(scan, motion=dataclasses.replace(scan.motion, min_motion_fraction=EVAL_MIN_MOTION_FRACTION))
     on_uncorrected: set[str] = set()  # networks trained on the FDK image of the nominal geometry
     for name, model in models.items():
         meta = model.meta

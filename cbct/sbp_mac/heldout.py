@@ -27,12 +27,12 @@ from typing import Any
 
 import numpy as np
 
-from cbct._checks import check_fields
 from cbct.fdk import fdk
 from cbct.geometry import ConeGeometry, VolumeGrid
 from cbct.sbp_mac.objects import AIR_FLOOR, WATER_MU
+from cbct.sbp_mac.scan_base import MotionBounds, SimulatedScanner
 from cbct.sbp_mac.truncated import fov_geometry
-from cbct.simulation.motion import WAVEFORMS, RigidMotion, evaluate_motion, sample_motion_parameters
+from cbct.simulation.motion import WAVEFORMS, RigidMotion, evaluate_motion
 from cbct.simulation.noise import add_noise
 
 log = logging.getLogger(__name__)
@@ -44,36 +44,27 @@ STILL = "still"
 
 
 @dataclasses.dataclass(frozen=True)
-class HeldOutConfig:
-    """The held-out acquisitions.
+class HeldOutConfig(SimulatedScanner):
+    """The held-out acquisitions; from :class:`~cbct.sbp_mac.scan_base.SimulatedScanner`: ``n_views``, ``dso``,
+    ``dsd``, ``filter`` (of every reconstruction and of the reference) and the ``motion`` bounds (pivot at the neck:
+    behind, ``+y``, and below the field of view).
 
     Attributes:
         volume_shape: ``(nz, ny, nx)`` voxels of the field of view. voxel_size: its isotropic voxel edge, mm.
-        n_views: views over a full circle. dso, dsd: source to axis and to detector, mm.
         detector_margin: the detector's half fan over the field of view's radius.
-        filter: FDK ramp window of every reconstruction (and of the reference).
         i0: photons per unattenuated pixel.
-        max_rotation_deg, max_translation_mm: bounds of the motion; min_motion_fraction: smallest drawn amplitude
-            as a fraction of them.
-        pivot: world ``(x, y, z)`` centre of head rotation, mm (the neck: behind, ``+y``, and below the field of view).
         anterior_mm: how far towards the face (``-y``) from the head's centre of attenuation the field of view sits.
         fov_margin_mm: the metrics' disc is this much inside the grid's inscribed circle.
         sources: keys of :data:`HELDOUT_SOURCES`; waveforms: keys of the motion waveforms, or ``"still"``.
         repeats: scans per source and waveform. seed: first seed.
     """
 
+    motion: MotionBounds = MotionBounds(max_rotation_deg=2.0, max_translation_mm=2.0, min_motion_fraction=0.5,
+                                        pivot=(0.0, 60.0, -40.0))
     volume_shape: tuple[int, int, int] = (64, 112, 112)
     voxel_size: float = 0.8
-    n_views: int = 180
-    dso: float = 400.0
-    dsd: float = 600.0
     detector_margin: float = 1.1
-    filter: str = "hann"
     i0: float = 3e5
-    max_rotation_deg: float = 2.0
-    max_translation_mm: float = 2.0
-    min_motion_fraction: float = 0.5
-    pivot: tuple[float, float, float] = (0.0, 60.0, -40.0)
     anterior_mm: float = 15.0
     fov_margin_mm: float = 2.0
     sources: tuple[str, ...] = ("head_mha", "tigre_head")
@@ -82,7 +73,8 @@ class HeldOutConfig:
     seed: int = 9000
 
     def __post_init__(self) -> None:
-        for name in ("volume_shape", "pivot", "sources", "waveforms"):
+        super().__post_init__()
+        for name in ("volume_shape", "sources", "waveforms"):
             object.__setattr__(self, name, tuple(getattr(self, name)))
         object.__setattr__(self, "volume_shape", tuple(int(s) for s in self.volume_shape))
         if len(self.volume_shape) != 3 or min(self.volume_shape) < 4:
@@ -95,8 +87,8 @@ class HeldOutConfig:
         bad = [w for w in self.waveforms if w != STILL and w not in WAVEFORMS]
         if bad or not self.waveforms:
             raise ValueError(f"waveforms must be some of {sorted(WAVEFORMS)} or {STILL!r}, got {list(self.waveforms)}")
-        if self.repeats < 1 or not 0.0 <= self.min_motion_fraction <= 1.0:
-            raise ValueError("repeats must be >= 1 and min_motion_fraction in [0, 1]")
+        if self.repeats < 1:
+            raise ValueError(f"repeats must be >= 1, got {self.repeats}")
 
     @property
     def geometry(self) -> ConeGeometry:
@@ -106,10 +98,6 @@ class HeldOutConfig:
 
     def fov_radius_voxels(self) -> float:
         return min(self.volume_shape[1:]) / 2 - self.fov_margin_mm / self.voxel_size
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> HeldOutConfig:
-        return cls(**check_fields(cls, d, "held-out config keys"))
 
     def to_dict(self) -> dict[str, Any]:
         return json.loads(json.dumps(dataclasses.asdict(self)))
@@ -162,12 +150,9 @@ def _placed(vol: np.ndarray, grid: VolumeGrid, anterior_mm: float) -> VolumeGrid
 
 def _motion(waveform: str, seed: int, cfg: HeldOutConfig) -> RigidMotion:
     if waveform == STILL:
-        return RigidMotion.none(cfg.n_views, cfg.pivot)
+        return RigidMotion.none(cfg.n_views, cfg.motion.pivot)
     rng = np.random.default_rng([seed, zlib.crc32(waveform.encode())])
-    params = sample_motion_parameters(
-        waveform=waveform, max_rotation_deg=cfg.max_rotation_deg, max_translation_mm=cfg.max_translation_mm,
-        min_fraction=cfg.min_motion_fraction, pivot=cfg.pivot, reference="first", rng=rng,
-    )
+    params = cfg.motion.draw(waveform, rng, reference="first")
     return evaluate_motion(params, cfg.n_views)
 
 

@@ -36,7 +36,6 @@ from typing import Any
 
 import numpy as np
 
-from cbct._checks import check_fields
 from cbct.fdk import fdk, fdk_filter
 from cbct.geometry import ConeGeometry, VolumeGrid
 from cbct.operators import project, segmented_backproject
@@ -44,7 +43,8 @@ from cbct.phantoms.dental import dental_phantom
 from cbct.sbp_mac.cache import Sample, SplitArrays, content_key, load_split, write_split
 from cbct.sbp_mac.data import SampleSpec, _streams
 from cbct.sbp_mac.objects import ellipsoid_head
-from cbct.simulation.motion import RigidMotion, evaluate_motion, sample_motion_parameters
+from cbct.sbp_mac.scan_base import MotionBounds, SimulatedScanner
+from cbct.simulation.motion import RigidMotion, evaluate_motion
 from cbct.simulation.noise import add_noise
 
 log = logging.getLogger(__name__)
@@ -62,14 +62,15 @@ def _pair(name: str, value: Sequence[float], lowest: float = 0.0) -> tuple[float
 
 
 @dataclasses.dataclass(frozen=True)
-class TruncatedScanConfig:
-    """The simulated acquisitions of truncated training scans (ranges are ``(low, high)``, drawn per scan).
+class TruncatedScanConfig(SimulatedScanner):
+    """The simulated acquisitions of truncated training scans (ranges are ``(low, high)``, drawn per scan); from
+    :class:`~cbct.sbp_mac.scan_base.SimulatedScanner`: ``n_views``, ``dso``, ``dsd``, ``filter`` and the ``motion``
+    bounds of the residual motion (smaller than the held-out motion: what estimation leaves).
 
     Attributes:
         volume_shape: ``(nz, ny, nx)`` voxels of the field of view (centred on the rotation axis).
         voxel_size: range of the isotropic voxel edge, mm.
-        n_views: views over a full circle. dso, dsd: source to axis and to detector, mm.
-        n_segments: K angular segments. filter: FDK ramp window.
+        n_segments: K angular segments.
         i0: range of photons per unattenuated pixel (log-uniform).
         attenuation_scale: range of the factor on the object's attenuation.
         detector_margin: range of the detector's half fan over the field of view's radius (lateral truncation of
@@ -79,19 +80,14 @@ class TruncatedScanConfig:
         outer_half_width_mm: half width (x, y) of the outer grid the object lives on, mm.
         outer_voxel_factor: outer voxel edge over the field of view's.
         still_fraction: probability of a scan without motion.
-        max_rotation_deg, max_translation_mm: bounds of the residual motion; min_motion_fraction: smallest
-            drawn amplitude as a fraction of them.
-        pivot: world ``(x, y, z)`` centre of head rotation, mm.
         fov_margin_mm: the metrics' disc is this much inside the grid's inscribed circle.
     """
 
+    motion: MotionBounds = MotionBounds(max_rotation_deg=1.0, max_translation_mm=1.0, min_motion_fraction=0.1,
+                                        pivot=(0.0, 60.0, -40.0))
     volume_shape: tuple[int, int, int] = (48, 96, 96)
     voxel_size: tuple[float, float] = (0.75, 0.95)
-    n_views: int = 180
-    dso: float = 400.0
-    dsd: float = 600.0
     n_segments: int = 8
-    filter: str = "hann"
     i0: tuple[float, float] = (5e4, 1e6)
     attenuation_scale: tuple[float, float] = (0.7, 1.4)
     detector_margin: tuple[float, float] = (0.95, 1.3)
@@ -100,13 +96,10 @@ class TruncatedScanConfig:
     outer_half_width_mm: float = 100.0
     outer_voxel_factor: float = 1.5
     still_fraction: float = 0.25
-    max_rotation_deg: float = 1.0
-    max_translation_mm: float = 1.0
-    min_motion_fraction: float = 0.1
-    pivot: tuple[float, float, float] = (0.0, 60.0, -40.0)
     fov_margin_mm: float = 2.0
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         set_ = object.__setattr__
         set_(self, "volume_shape", tuple(int(s) for s in self.volume_shape))
         if len(self.volume_shape) != 3 or min(self.volume_shape) < 4:
@@ -115,23 +108,16 @@ class TruncatedScanConfig:
             set_(self, name, _pair(name, getattr(self, name)))
         if self.voxel_size[0] <= 0 or self.i0[0] <= 0 or self.attenuation_scale[0] <= 0 or self.detector_margin[0] <= 0:
             raise ValueError("voxel_size, i0, attenuation_scale and detector_margin must be positive ranges")
-        set_(self, "pivot", tuple(float(v) for v in self.pivot))
-        if self.n_views < 2 or not 1 <= self.n_segments <= self.n_views:
-            raise ValueError(f"need n_views >= 2 and 1 <= n_segments <= n_views, got {self.n_views}, {self.n_segments}")
-        if not 0.0 <= self.still_fraction <= 1.0 or not 0.0 <= self.min_motion_fraction <= 1.0:
-            raise ValueError("still_fraction and min_motion_fraction must lie in [0, 1]")
-        if self.max_rotation_deg < 0 or self.max_translation_mm < 0 or self.fov_margin_mm < 0:
-            raise ValueError("max_rotation_deg, max_translation_mm and fov_margin_mm must be >= 0")
+        if not 1 <= self.n_segments <= self.n_views:
+            raise ValueError(f"need 1 <= n_segments <= n_views, got {self.n_segments}, {self.n_views}")
+        if not 0.0 <= self.still_fraction <= 1.0 or self.fov_margin_mm < 0:
+            raise ValueError("still_fraction must lie in [0, 1] and fov_margin_mm be >= 0")
         if self.outer_voxel_factor < 1 or self.outer_half_width_mm <= 0:
             raise ValueError("outer_voxel_factor must be >= 1 and outer_half_width_mm > 0")
 
     def fov_radius_voxels(self) -> float:
         """Radius of the metrics' disc in voxels (at the largest voxel size: the margin is at least as wide)."""
         return min(self.volume_shape[1:]) / 2 - self.fov_margin_mm / self.voxel_size[0]
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> TruncatedScanConfig:
-        return cls(**check_fields(cls, d, "truncated scan config keys"))
 
     def to_dict(self) -> dict[str, Any]:
         return json.loads(json.dumps(dataclasses.asdict(self)))
@@ -181,11 +167,8 @@ def _object(spec: SampleSpec, cfg: TruncatedScanConfig, grid: VolumeGrid, rng: n
 
 def _residual_motion(spec: SampleSpec, cfg: TruncatedScanConfig, rng: np.random.Generator) -> RigidMotion:
     if rng.random() < cfg.still_fraction:
-        return RigidMotion.none(cfg.n_views, cfg.pivot)
-    params = sample_motion_parameters(
-        waveform=spec.waveform, max_rotation_deg=cfg.max_rotation_deg, max_translation_mm=cfg.max_translation_mm,
-        min_fraction=cfg.min_motion_fraction, pivot=cfg.pivot, reference="first", mixed_kinds=spec.mixed_kinds, rng=rng,
-    )
+        return RigidMotion.none(cfg.n_views, cfg.motion.pivot)
+    params = cfg.motion.draw(spec.waveform, rng, reference="first", mixed_kinds=spec.mixed_kinds)
     return evaluate_motion(params, cfg.n_views)
 
 
