@@ -320,3 +320,28 @@ def test_evaluation_of_compensated_weights_adds_the_compensated_fdk_row(tmp_path
     seg_plain, _ = _tiny_weights(tmp_path / "s")
     with pytest.raises(ValueError, match="motion_estimation"):
         evaluate({"old": str(seg_plain)}, scan=scan, specs=specs, cache_dir=str(tmp_path / "c"))
+
+
+def test_scan_configs_share_scanner_and_motion_bounds():
+    from cbct.sbp_mac.heldout import HeldOutConfig
+    from cbct.sbp_mac.scan_base import MotionBounds
+    from cbct.sbp_mac.truncated import TruncatedScanConfig
+
+    # a partial mapping changes only what it names of the class's own default bounds
+    cfg = TruncatedScanConfig.from_dict({"motion": {"max_rotation_deg": 1.5}})
+    assert cfg.motion == MotionBounds(1.5, 1.0, 0.1, (0.0, 60.0, -40.0))
+    # the flat keys of older configs and weights files are still read
+    assert ScanConfig.from_dict({"max_translation_mm": 3.0, "pivot": [1, 2, 3]}).motion == MotionBounds(2.0, 3.0, 0.25, (1.0, 2.0, 3.0))
+    assert HeldOutConfig().motion.min_motion_fraction == 0.5 and HeldOutConfig().n_views == 180
+    with pytest.raises(ValueError, match="unknown motion keys"):
+        ScanConfig.from_dict({"motion": {"max_rot": 1.0}})
+    with pytest.raises(ValueError, match="min_motion_fraction"):
+        MotionBounds(min_motion_fraction=1.5)
+    # the draw is the one sample_motion_parameters makes with the same bounds
+    bounds = TINY.motion
+    drawn = bounds.draw("jerk", np.random.default_rng(4), reference="mean")
+    direct = sample_motion_parameters(waveform="jerk", max_rotation_deg=bounds.max_rotation_deg,
+                                      max_translation_mm=bounds.max_translation_mm,
+                                      min_fraction=bounds.min_motion_fraction, pivot=bounds.pivot, reference="mean",
+                                      rng=np.random.default_rng(4))
+    assert drawn == direct
