@@ -38,10 +38,8 @@ from cbct.simulation.motion import RigidMotion, rotation_matrices
 
 log = logging.getLogger(__name__)
 
-__all__ = [
-    "MotionEstimationConfig", "bin_scan", "detector_weights", "estimate_motion", "estimate_rigid_motion",
-    "interpolate_poses",
-]
+__all__ = ["MotionEstimationConfig", "bin_scan", "detector_weights", "estimate_motion", "estimate_rigid_motion",
+           "interpolate_poses"]
 
 
 @dataclasses.dataclass(frozen=True)
