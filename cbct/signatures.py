@@ -33,9 +33,13 @@ def borrow_keywords(source: Callable[..., Any]) -> Callable[[F], F]:
         var_keyword = next((p.name for p in own.parameters.values() if p.kind is _VAR_KEYWORD), None)
         if var_keyword is None:
             raise TypeError(f"{fn.__name__} must take **options to borrow the keywords of {source.__name__}")
+        source_params = inspect.signature(source).parameters
+        if var_keyword in source_params:
+            raise TypeError(f"{fn.__name__}: rename **{var_keyword}, which would hide the keyword {var_keyword!r} of "
+                            f"{source.__name__}")
         hints = typing.get_type_hints(source)
         borrowed = [p.replace(annotation=hints.get(p.name, p.annotation))
-                    for p in inspect.signature(source).parameters.values()
+                    for p in source_params.values()
                     if p.kind is _KEYWORD_ONLY and p.name not in own.parameters]
         params = [p for p in own.parameters.values() if p.kind is not _VAR_KEYWORD]
         signature = own.replace(parameters=params + borrowed)
