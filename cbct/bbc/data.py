@@ -33,6 +33,8 @@ from cbct._checks import check_fields
 from cbct.constants import MU_WATER
 from cbct.geometry import ConeGeometry, VolumeGrid
 from cbct.operators import project
+from cbct.phantoms import real
+from cbct.phantoms.dental import dental_phantom
 from cbct.phantoms.random_head import random_head_volume
 from cbct.rng import as_generator
 from cbct.simulation.noise import add_noise
@@ -100,8 +102,6 @@ class ScanConfig:
 
 def _real_volume(kind: str) -> tuple[np.ndarray, VolumeGrid]:
     """A real-anatomy volume in mm⁻¹ and its centred grid, from :mod:`cbct.phantoms.real`."""
-    from cbct.phantoms import real
-
     vol, grid = real.load_real_head(kind)
     return np.asarray(vol, np.float32), grid
 
@@ -149,8 +149,6 @@ def dense_sequence(scan: ScanConfig, kind: str, seed: int, *, cache_dir: str | p
         vol = random_head_volume(ph_grid, g, radius)
         proj = project(vol, geom.with_volume(ph_grid))
     elif kind == "dental":
-        from cbct.phantoms.dental import dental_phantom  # type: ignore[import-not-found]
-
         vol = dental_phantom(geom.volume, rng=int(seed))
         proj = project(np.ascontiguousarray(vol, dtype=np.float32), geom)
     else:

@@ -31,6 +31,7 @@ import yaml
 
 from cbct._checks import check_fields
 from cbct.bbc.data import ScanConfig, noisy
+from cbct.phantoms import real
 
 log = logging.getLogger(__name__)
 
@@ -110,8 +111,6 @@ def pattern_indices(pattern: Pattern, n_views: int, seed: int) -> np.ndarray:
 
 
 def _anatomy(entry: dict[str, Any]) -> tuple[np.ndarray, Any]:
-    from cbct.phantoms import real
-
     vol, grid = real.load_real_head(entry["kind"], entry.get("path"))
     return np.asarray(vol, np.float32), grid
 

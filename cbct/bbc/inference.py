@@ -12,8 +12,9 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from cbct.angles import CompletionPlan
+from cbct.angles import CompletionPlan, plan_completion
 from cbct.bbc.model import FlowCompletionNet
+from cbct.geometry import ConeGeometry
 from cbct.learned.device import model_device
 
 __all__ = ["as_tensor", "complete_views", "measure_throughput"]
@@ -100,9 +101,6 @@ def measure_throughput(
     run; on CUDA the device is synchronised. Returns ``{"views_per_s", "seconds", "views", "pixels"}`` with the
     median time of ``repeats`` runs.
     """
-    from cbct.angles import plan_completion
-    from cbct.geometry import ConeGeometry
-
     nv, nu = detector_shape
     geom = ConeGeometry.circular(dso=500.0, dsd=750.0, detector_shape=(nv, nu), detector_pixel_size=1.0,
                                  volume_shape=8, voxel_size=1.0, n_views=n_acquired)

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from cbct._checks import check_fields
+from cbct.bbc.inference import as_tensor
 from cbct.learned.device import model_device
 
 log = logging.getLogger(__name__)
@@ -146,8 +147,6 @@ def restore_volume(
     no host copy) and stays there. Returns a float32 NumPy volume of the same shape, or with ``as_numpy=False`` a
     torch tensor on the device.
     """
-    from cbct.bbc.inference import as_tensor
-
     dev = model_device(net, device)
     vol = as_tensor(volume, dev)
     if vol.ndim != 3:

@@ -42,7 +42,7 @@ from cbct._checks import check_fields
 from cbct.fdk import fdk, fdk_filter
 from cbct.geometry import ConeGeometry, VolumeGrid
 from cbct.motion_estimation import MotionEstimationConfig, estimate_rigid_motion
-from cbct.operators import project, segmented_backproject
+from cbct.operators import project, segment_starts, segmented_backproject
 from cbct.sbp_mac.cache import Sample, SplitArrays, content_key, load_split, write_split
 from cbct.sbp_mac.objects import SOURCES, source_volume
 from cbct.sbp_mac.scan_base import SimulatedScanner
@@ -52,6 +52,8 @@ from cbct.simulation.motion import (
     MotionParameters,
     RigidMotion,
     evaluate_motion,
+    rotation_matrices,
+    rotation_vectors,
 )
 from cbct.simulation.noise import add_noise
 
@@ -280,9 +282,6 @@ def simulate_sample(spec: SampleSpec, cfg: ScanConfig, *, augment: bool = True) 
 def segment_motion(spec: SampleSpec, cfg: ScanConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The mean pose during each of the K segments of a sample's scan: rotation vectors (K, 3) in radians,
     translations (K, 3) in mm and the pivot (3,) (recomputed from the spec's motion stream, no images needed)."""
-    from cbct.operators import segment_starts
-    from cbct.simulation.motion import rotation_vectors
-
     _, motion_rng, _ = _streams(spec)
     motion = evaluate_motion(_motion_parameters(spec, cfg, motion_rng), cfg.n_views)
     starts = segment_starts(cfg.n_views, cfg.n_segments)
@@ -297,8 +296,6 @@ def displacement_field(
 ) -> np.ndarray:
     """(K, 2, h, w) float32 in-plane displacement ``(dx, dy)`` in pixels of the voxels of axial slice ``z``
     (window ``rows`` × ``cols``) under each segment's mean pose: where each voxel's content lies in that segment."""
-    from cbct.simulation.motion import rotation_matrices
-
     aff = grid.index_to_world()
     ii = np.arange(grid.shape[2])[cols]
     jj = np.arange(grid.shape[1])[rows]

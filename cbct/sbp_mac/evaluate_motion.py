@@ -34,11 +34,17 @@ import numpy as np
 import torch
 
 from cbct.fdk import fdk, fdk_filter
+from cbct.io.atomic import atomic_path, write_text_atomic
 from cbct.learned.cli import eval_parser, markdown_table, run_command, write_results
 from cbct.learned.device import resolve_device, use_threads
+from cbct.motion_correction import correct_motion
+from cbct.motion_estimation import MotionEstimationConfig
 from cbct.operators import segmented_backproject
+from cbct.pipeline import load_pipeline, run_pipeline
+from cbct.sbp_mac.cache import content_key
 from cbct.sbp_mac.heldout import STILL, HeldOutConfig, heldout_scan, heldout_specs, load_heads
 from cbct.sbp_mac.inference import SHIPPED_UNET, correct_volume, fov_mask, load_network, volume_metrics
+from cbct.scan import Scan
 
 log = logging.getLogger(__name__)
 
@@ -55,8 +61,6 @@ TARGET_GAIN_DB = 3.0  # the shipped pipeline's target gain over FDK on moving sc
 
 def pipeline_estimation(pipeline: str) -> tuple[dict[str, Any], str | int, float | str]:
     """The motion estimation settings, pose and FDK filter of ``pipeline``'s stages (defaults where absent)."""
-    from cbct.pipeline import load_pipeline
-
     settings: dict[str, Any] = {}
     pose: str | int = "first"
     filt: float | str = "hann"
@@ -76,9 +80,6 @@ def _compensate(projections, geom, settings: dict[str, Any], pose: str | int, pi
     if report is not None and "motion_compensation" in pipeline_result.timings:
         geometry = pipeline_result.state.geometry
     else:
-        from cbct.motion_correction import correct_motion
-        from cbct.motion_estimation import MotionEstimationConfig
-
         mc = correct_motion(projections, geom, config=MotionEstimationConfig.from_dict(settings), pose=pose)
         geometry, report = mc.geometry, mc.report
     return geometry, {"moved": report["moved"], "pose": report["pose"], "gate": report.get("gate"),
@@ -90,9 +91,6 @@ def _scan_volumes(
 ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     """One held-out scan's images (reference, FDK, the pipeline's output, compensated FDK and its K segments for
     every K in ``ks``) and its record (scan meta, gate report, seconds)."""
-    from cbct.pipeline import run_pipeline
-    from cbct.scan import Scan
-
     source, waveform, seed = spec
     settings, pose, filt = pipeline_estimation(pipeline)
     scan = heldout_scan(source, waveform, seed, cfg, head=head)
@@ -122,8 +120,6 @@ def _scan_volumes(
 def _code_version() -> str:
     """A hash of the source of everything that makes the cached images (all of ``cbct`` but the learned stages and
     their shared package, plus the held-out scans): a change to any of it invalidates the cache."""
-    from cbct.sbp_mac.cache import content_key
-
     root = pathlib.Path(__file__).resolve().parents[1]
     files = [p for p in sorted(root.rglob("*.py")) if p.relative_to(root).parts[0] not in ("bbc", "sbp_mac", "learned")]
     files.append(root / "sbp_mac" / "heldout.py")
@@ -135,10 +131,6 @@ def _cached_scan_volumes(cache_dir, spec, cfg, head, pipeline, ks, others=()) ->
     the scan, the pipeline's digest and the K values); ``cache_dir=None``: no cache."""
     if cache_dir is None:
         return _scan_volumes(spec, cfg, head, pipeline, ks, others)
-    from cbct.io.atomic import atomic_path, write_text_atomic
-    from cbct.pipeline import load_pipeline
-    from cbct.sbp_mac.cache import content_key
-
     key = content_key({"cfg": cfg.to_dict(), "spec": list(spec), "pipeline": load_pipeline(pipeline).digest(),
                        "ks": sorted(ks), "code": _code_version(), "version": 1,
                        "others": [load_pipeline(o).digest() for o in others]})

@@ -11,6 +11,7 @@ from torch.nn import functional as F
 
 from cbct.learned.device import model_device
 from cbct.learned.weights import load_weights, shipped_weights
+from cbct.metrics import psnr, rmse, ssim
 from cbct.sbp_mac.model import SBPMAC, SBPMACConfig
 
 log = logging.getLogger(__name__)
@@ -152,8 +153,6 @@ def fov_mask(shape: tuple[int, int, int], radius_voxels: float) -> np.ndarray:
 def volume_metrics(x, ref, mask: np.ndarray | None = None) -> dict[str, float]:
     """PSNR (dB), SSIM (2D per axial slice) and RMSE (mm⁻¹) of ``x`` against ``ref`` inside ``mask``; the data
     range is the reference's range inside the mask."""
-    from cbct.metrics import psnr, rmse, ssim
-
     x = x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
     ref = np.asarray(ref, dtype=np.float32)
     inside = ref[np.broadcast_to(mask, ref.shape)] if mask is not None else ref
