@@ -10,7 +10,9 @@ from typing import Any
 
 from cbct.fdk import fdk
 from cbct.io import write_volume
+from cbct.metrics import psnr
 from cbct.operators import project
+from cbct.phantoms.dental import dental_phantom, dental_phantom_grid
 from cbct.simulation.noise import add_noise
 from cbct.simulation.scans import scan_geometry
 from cbct.volume import as_volume
@@ -24,9 +26,6 @@ def run_demo(out_dir: pathlib.Path, *, size: int = 64, seed: int = 0, n_views: i
     Writes ``out_dir/volume.h5`` (dataset ``volume``: (z, y, x) float32 mm⁻¹ with voxel size and origin attributes)
     and ``out_dir/slices.png`` (axial, coronal and sagittal mid slices of the reconstruction).
     """
-    from cbct.metrics import psnr
-    from cbct.phantoms.dental import dental_phantom, dental_phantom_grid
-
     if size < 16:
         raise ValueError(f"size must be at least 16 voxels, got {size}")
     out_dir = pathlib.Path(out_dir)

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from cbct.geometry import ConeGeometry, VolumeGrid
+from cbct.io.atomic import atomic_path
 from cbct.io.errors import FormatError
 
 __all__ = ["read_cone_vec", "write_cone_vec", "geometry_to_hdf5", "geometry_from_hdf5", "geometry_from_dict",
@@ -39,8 +40,6 @@ def read_cone_vec(path: str | os.PathLike) -> np.ndarray:
 
 def write_cone_vec(path: str | os.PathLike, geom: ConeGeometry) -> None:
     """Write the geometry's view vectors as an ASTRA ``cone_vec`` text file (atomically)."""
-    from cbct.io.atomic import atomic_path
-
     with atomic_path(path) as tmp:
         np.savetxt(tmp, geom.vectors, fmt="%.10g", header="cone_vec: src(3) det_centre(3) u(3) v(3), mm")
 

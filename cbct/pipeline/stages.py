@@ -18,9 +18,21 @@ from cbct.backend import to_device, to_host
 from cbct.constants import MU_WATER
 from cbct.fdk import fdk
 from cbct.fdk.filters import FILTERS
+from cbct.fdk.weights import scan_coverage
 from cbct.geometry import VolumeGrid
+from cbct.io import output_name, write_volume
+from cbct.memory import check_memory, fdk_bytes
+from cbct.motion_correction import correct_motion
+from cbct.motion_estimation import MotionEstimationConfig
 from cbct.pipeline.state import PipelineState
+from cbct.preprocess import (
+    check_line_integrals,
+    complete_parallel_half_scan,
+    counts_to_line_integrals,
+    is_near_parallel,
+)
 from cbct.signatures import borrow_keywords
+from cbct.volume import Volume
 
 log = logging.getLogger(__name__)
 
@@ -40,8 +52,6 @@ def preprocess_stage(state: PipelineState, *, min_transmission: float = 1e-6, cl
         clip_negative: set negative line integrals to 0 (instead of refusing clearly negative ones).
         clip_counts: clip raw counts at or below the dark level (instead of refusing them).
     """
-    from cbct.preprocess import check_line_integrals, counts_to_line_integrals
-
     device = state.extras.get("device", "cpu")
     counts = state.raw.get("counts") if state.raw else None
     if counts is not None:
@@ -96,9 +106,6 @@ def fdk_stage(
             (:func:`cbct.preprocess.complete_parallel_half_scan`); ``None``: when the geometry is (near-)parallel
             and covers less than a full circle.
     """
-    from cbct.fdk.weights import scan_coverage
-    from cbct.preprocess import complete_parallel_half_scan, is_near_parallel
-
     if state.projections is None:
         if state.raw:
             raise ValueError("fdk needs line integrals but the scan holds raw counts: add a 'preprocess' stage before 'fdk'")
@@ -117,8 +124,6 @@ def fdk_stage(
     if complete_half_scan:
         log.info("parallel-beam half scan: completing it to a full circle (views at theta + pi)")
         proj, recon_geom = complete_parallel_half_scan(proj, geom)
-    from cbct.memory import check_memory, fdk_bytes
-
     check_memory(fdk_bytes(grid.shape, recon_geom.n_views, recon_geom.detector_shape),
                  f"FDK of a {'x'.join(map(str, grid.shape))} volume from {recon_geom.n_views} views of "
                  f"{recon_geom.detector_shape[0]} x {recon_geom.detector_shape[1]} pixels", device=device)
@@ -154,9 +159,6 @@ def motion_compensation_stage(state: PipelineState, *, pose: str | int = "first"
     statistics, per-view rotation in degrees and translation in mm, pose) to ``metadata["motion_correction"]``.
     Views must be in acquisition order. Runs on ``extras["device"]``.
     """
-    from cbct.motion_correction import correct_motion
-    from cbct.motion_estimation import MotionEstimationConfig
-
     if state.projections is None:
         if state.raw:
             raise ValueError("motion_compensation needs line integrals but the scan holds raw counts: add a 'preprocess' stage first")
@@ -213,9 +215,6 @@ def export_stage(
         mu_water: attenuation of water in mm⁻¹ for the HU of the DICOM series.
         window: grey window ``[low, high]`` in mm⁻¹ for the PNG preview (default: percentiles).
     """
-    from cbct.io import output_name, write_volume
-    from cbct.volume import Volume
-
     if state.volume is None:
         raise ValueError("export: no volume to write (put 'export' after a reconstruction stage)")
     run_dir = state.extras.get("out_dir")

@@ -9,16 +9,13 @@ and states the views it lacks (``target_angles``: the angles of the full scan), 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
 import numpy as np
 
 from cbct._checks import check_array, check_geometry
 from cbct.geometry import ConeGeometry
 from cbct.rng import as_generator
-
-if TYPE_CHECKING:
-    from cbct.scan import Scan
+from cbct.scan import Scan
 
 __all__ = ["sparse_scan", "sparse_views", "sparse_indices", "uneven_indices"]
 
@@ -116,7 +113,6 @@ def sparse_scan(scan: Scan, *, step: int | None = None, keep: Sequence[int] | No
     """
     import dataclasses
 
-    from cbct.scan import Scan
 
     if not isinstance(scan, Scan):
         raise TypeError(f"scan must be a cbct.Scan, got {type(scan).__name__}")
