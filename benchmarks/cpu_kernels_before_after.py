@@ -30,7 +30,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from cbct.cpu import joseph, voxel_backprojection  # noqa: E402
 from cbct.phantoms import shepp_logan_volume  # noqa: E402
-from cpu_vs_rtk import cpu_model, git_commit, scan_geometry, versions  # noqa: E402
+from cpu_vs_rtk import cpu_model, git_commit, benchmark_geometry, versions  # noqa: E402
 
 log = logging.getLogger("benchmarks.cpu_kernels_before_after")
 FILES = {"joseph": "cbct/cpu/joseph.py", "voxel_backprojection": "cbct/cpu/voxel_backprojection.py"}
@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     load_before = os.getloadavg()
-    geom = scan_geometry(args.size, args.views)
+    geom = benchmark_geometry(args.size, args.views)
     rng = np.random.default_rng(0)
     volume = np.ascontiguousarray(shepp_logan_volume(geom.volume), dtype=np.float32)
     proj = rng.standard_normal(geom.projection_shape, dtype=np.float32)

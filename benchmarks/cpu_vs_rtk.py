@@ -40,7 +40,7 @@ DEFAULT_BASELINE = ROOT / "benchmarks" / "results" / "cpu_fdk_vs_rtk_baseline.js
 TARGETS = {"fdk_speedup": 3.0, "projector_speedup": 2.0}
 
 
-def scan_geometry(size: int, views: int) -> cbct.ConeGeometry:
+def benchmark_geometry(size: int, views: int) -> cbct.ConeGeometry:
     """A dental-like full circular scan: DSO 500 mm, DSD 750 mm, ``views`` views; a 64 mm cube of ``size``³ voxels
     and a 96 mm square detector of ``size``² pixels (magnification 1.5: the detector spans the volume)."""
     voxel = 64.0 / size
@@ -138,7 +138,7 @@ def run(size: int, views: int, repeats: int, out: pathlib.Path | None, threads: 
         numba.set_num_threads(threads)
         itk.MultiThreaderBase.SetGlobalDefaultNumberOfThreads(threads)
     load_before = os.getloadavg()
-    geom = scan_geometry(size, views)
+    geom = benchmark_geometry(size, views)
     rgeom, empty_proj, empty_vol = crtk.rtk_images(geom)
     log.info("geometry: %s", geom)
 

@@ -49,7 +49,7 @@ INTERPOLATIONS = ("exact", "texture")
 TEXELS = {"float32": 4, "float16": 2}  # bytes per texel of each texture dtype
 
 
-def scan_geometry(size: int, views: int, detector: int) -> cbct.ConeGeometry:
+def benchmark_geometry(size: int, views: int, detector: int) -> cbct.ConeGeometry:
     """Full circular dental-like scan: DSO 500 mm, DSD 750 mm, a 64 mm cube of ``size``³ voxels, a 96 mm square
     detector of ``detector``² pixels (magnification 1.5: the detector spans the volume), ``views`` views."""
     return cbct.ConeGeometry.circular(
@@ -205,7 +205,7 @@ def accuracy_against_cpu(size: int, views: int) -> dict[str, float]:
     from cbct.cpu import kernels as cpu
     from cbct.phantoms import shepp_logan_projections, shepp_logan_volume
 
-    geom = scan_geometry(size, views, size)
+    geom = benchmark_geometry(size, views, size)
     volume = shepp_logan_volume(geom.volume, half_size=30.0).astype(np.float64)
     proj = shepp_logan_projections(geom, half_size=30.0).astype(np.float64)
     filtered, fgeom = cbct.fdk_filter(proj, geom)
@@ -245,10 +245,10 @@ class Entry(NamedTuple):
 
 
 def device_scan(size: int, views: int, detector: int, seed: int) -> DeviceScan:
-    """Random inputs on the device (never zeros) for :func:`scan_geometry`; needs CuPy and a GPU."""
+    """Random inputs on the device (never zeros) for :func:`benchmark_geometry`; needs CuPy and a GPU."""
     import cupy as cp
 
-    geom = scan_geometry(size, views, detector)
+    geom = benchmark_geometry(size, views, detector)
     rng = cp.random.default_rng(seed)
     volume = rng.random(geom.volume.shape, dtype=cp.float32) * 0.02
     projections = rng.random(geom.projection_shape, dtype=cp.float32)

@@ -32,11 +32,11 @@ SCANS = [("dental", 1000, "jerk"), ("ellipsoids", 1001, "drift"), ("tigre_head",
          ("dental", 1003, "tremor"), ("ellipsoids", 1004, "mixed")]
 
 
-def run(scan: data.ScanConfig, settings: MotionEstimationConfig, mixed_kinds: tuple[str, ...]) -> list[dict]:
+def run(scan: data.InGridScanConfig, settings: MotionEstimationConfig, mixed_kinds: tuple[str, ...]) -> list[dict]:
     mask = fov_mask(scan.volume_shape, min(scan.volume_shape[1:]) / 2 - scan.fov_margin_mm / scan.voxel_size)
     rows = []
     for source, seed, waveform in SCANS:
-        sim = data.simulate_scan(data.SampleSpec(source, seed, waveform, mixed_kinds), scan)
+        sim = data.simulate_moving_scan(data.SampleSpec(source, seed, waveform, mixed_kinds), scan)
         geom, measured = sim.geometry, sim.projections
         reference = fdk(project(sim.volume, geom), geom, filter=scan.filter)
         t0 = time.perf_counter()
@@ -204,7 +204,7 @@ def main() -> int:
         training(args.training or [0, 1, 2], settings, args.out)
         return 0
     cfg = yaml.safe_load(pathlib.Path(args.config).read_text())
-    scan = data.ScanConfig.from_dict(cfg["data"]["scan"])
+    scan = data.InGridScanConfig.from_dict(cfg["data"]["scan"])
     settings = dict(scan.motion_estimation or {})
     for item in args.set:
         key, value = item.split("=", 1)

@@ -30,8 +30,8 @@ def test_ray_sample_count_matches_the_projector(harness):
     assert expected > 0 and harness.ray_samples(geom) == expected
 
 
-def test_scan_geometry_and_cli_without_gpu(harness, monkeypatch):
-    geom = harness.scan_geometry(32, 10, 48)
+def test_benchmark_geometry_and_cli_without_gpu(harness, monkeypatch):
+    geom = harness.benchmark_geometry(32, 10, 48)
     assert geom.volume.shape == (32, 32, 32) and geom.projection_shape == (10, 48, 48)
     assert np.isclose(geom.volume.size[0], 64.0)
     monkeypatch.setattr("cbct.cuda.is_available", lambda: False)
@@ -46,7 +46,7 @@ def test_entries_run_on_the_emulated_device(harness):
         pytest.skip(f"no CPU harness: {exc}")
     if not compiler_available():
         pytest.skip("no C++ compiler for the CPU harness")
-    geom = harness.scan_geometry(12, 10, 16)
+    geom = harness.benchmark_geometry(12, 10, 16)
     rng = np.random.default_rng(0)
     with emulated_cupy() as cp:
         volume = cp.asarray(rng.random(geom.volume.shape, dtype=np.float32))

@@ -15,7 +15,7 @@ import cbct
 from cbct.phantoms import real
 from cbct.pipeline.state import PipelineState
 from cbct.sbp_mac import data as sbp_data
-from cbct.sbp_mac.data import SampleSpec, ScanConfig, scan_geometry, simulate_sample
+from cbct.sbp_mac.data import SampleSpec, InGridScanConfig, sample_geometry, simulate_sample
 from cbct.learned.weights import save_weights
 from cbct.sbp_mac.inference import SHIPPED, correct_volume, fov_mask, load_network, volume_metrics
 from cbct.sbp_mac.loss import LossWeights, sbp_mac_loss
@@ -25,7 +25,7 @@ from cbct.sbp_mac.stage import sbp_mac_stage
 from cbct.simulation.motion import evaluate_motion, sample_motion_parameters
 from cbct.simulation.noise import add_noise
 
-TINY = ScanConfig(volume_shape=(12, 32, 32), voxel_size=2.0, n_views=32, dso=300.0, dsd=450.0, n_segments=4)
+TINY = InGridScanConfig(volume_shape=(12, 32, 32), voxel_size=2.0, n_views=32, dso=300.0, dsd=450.0, n_segments=4)
 TINY_MODEL = {"n_segments": 4, "channels": (8, 16), "encoder_channels": (8, 16), "segment_features": 2}
 
 
@@ -34,7 +34,7 @@ def test_sample_segments_sum_to_the_fdk_of_the_moving_scan():
     s = simulate_sample(spec, TINY)
     assert s.segments.shape == (4, *TINY.volume_shape) and s.fdk.shape == s.reference.shape == TINY.volume_shape
     # the same scan rebuilt from the spec's random streams, reconstructed by plain FDK
-    geom = scan_geometry(TINY)
+    geom = sample_geometry(TINY)
     obj_rng, motion_rng, noise_rng = sbp_data._streams(spec)
     radius = min(TINY.grid.size[1:]) / 2 - TINY.fov_margin_mm
     vol = sbp_data.source_volume("ellipsoids", TINY.grid, obj_rng, radius_mm=radius)
@@ -149,7 +149,7 @@ def test_correct_volume_pads_and_matches_slicewise_calls(tmp_path):
 
 def test_stage_runs_end_to_end_on_a_tiny_scan(tmp_path):
     path, _ = _tiny_weights(tmp_path)
-    geom = scan_geometry(TINY)
+    geom = sample_geometry(TINY)
     vol = ellipsoid_head(TINY.grid, np.random.default_rng(0), 26.0)
     scan = cbct.project(vol, geom)
     state = PipelineState(geometry=geom, projections=scan, metadata={"id": "tiny"})
@@ -235,7 +235,7 @@ def test_true_displacement_fields_realign_the_segments():
     from cbct.sbp_mac.data import displacement_field, segment_motion
     from cbct.sbp_mac.model import warp
 
-    cfg = ScanConfig(volume_shape=(8, 48, 48), n_views=64, n_segments=4, i0=(1e7, 1e7),
+    cfg = InGridScanConfig(volume_shape=(8, 48, 48), n_views=64, n_segments=4, i0=(1e7, 1e7),
                      motion={"max_rotation_deg": 0.5, "max_translation_mm": 3.0})
     spec = SampleSpec("ellipsoids", 11, "jerk")
     s = simulate_sample(spec, cfg)
@@ -282,7 +282,7 @@ def test_stage_estimates_motion_when_the_weights_were_trained_on_compensated_sca
     from cbct.simulation.motion import RigidMotion
 
     path, _ = _tiny_weights(tmp_path, motion_estimation=TINY_ESTIMATION)
-    geom = scan_geometry(TINY)
+    geom = sample_geometry(TINY)
     vol = ellipsoid_head(TINY.grid, np.random.default_rng(0), 26.0)
     scan = cbct.project(vol, geom)
     out = sbp_mac_stage(PipelineState(geometry=geom, projections=scan), weights=str(path), n_segments=4, keep_fdk=True)
@@ -311,7 +311,7 @@ def test_evaluation_of_compensated_weights_adds_the_compensated_fdk_row(tmp_path
     assert both["scan"]["motion_estimation"] == scan.motion_estimation
     unet = [r for r in both["rows"] if r["method"] == "U-Net on FDK"][0]
     plain_model = load_network(plain_path)
-    split = sbp_data.cached_split(specs, ScanConfig.from_dict(both["scan"]), str(tmp_path / "c"), "eval", augment=False)
+    split = sbp_data.cached_split(specs, InGridScanConfig.from_dict(both["scan"]), str(tmp_path / "c"), "eval", augment=False)
     image = correct_volume(plain_model, split.fdk_uncorrected[0].astype(np.float32), None).numpy()
     mask = fov_mask(scan.volume_shape, min(scan.volume_shape[1:]) / 2 - scan.fov_margin_mm / scan.voxel_size)
     assert unet["psnr"] == pytest.approx(volume_metrics(image, split.reference[0].astype(np.float32), mask)["psnr"], abs=1e-6)
@@ -331,10 +331,10 @@ def test_scan_configs_share_scanner_and_motion_bounds():
     cfg = TruncatedScanConfig.from_dict({"motion": {"max_rotation_deg": 1.5}})
     assert cfg.motion == MotionBounds(1.5, 1.0, 0.1, (0.0, 60.0, -40.0))
     # the flat keys of older configs and weights files are still read
-    assert ScanConfig.from_dict({"max_translation_mm": 3.0, "pivot": [1, 2, 3]}).motion == MotionBounds(2.0, 3.0, 0.25, (1.0, 2.0, 3.0))
+    assert InGridScanConfig.from_dict({"max_translation_mm": 3.0, "pivot": [1, 2, 3]}).motion == MotionBounds(2.0, 3.0, 0.25, (1.0, 2.0, 3.0))
     assert HeldOutConfig().motion.min_motion_fraction == 0.5 and HeldOutConfig().n_views == 180
     with pytest.raises(ValueError, match="unknown motion keys"):
-        ScanConfig.from_dict({"motion": {"max_rot": 1.0}})
+        InGridScanConfig.from_dict({"motion": {"max_rot": 1.0}})
     with pytest.raises(ValueError, match="min_motion_fraction"):
         MotionBounds(min_motion_fraction=1.5)
     # the draw is the one sample_motion_parameters makes with the same bounds

@@ -44,7 +44,7 @@ log = logging.getLogger(__name__)
 KINDS = ("dental_ellipsoids", "dental", "tigre_head", "head_mha")
 
 __all__ = [
-    "ScanConfig",
+    "DenseScanConfig",
     "TripletSampler",
     "dense_sequence",
     "load_sequences",
@@ -53,7 +53,7 @@ __all__ = [
 
 
 @dataclasses.dataclass(frozen=True)
-class ScanConfig:
+class DenseScanConfig:
     """A dense full-circle circular scan (the geometry every sequence is simulated with).
 
     Attributes:
@@ -82,7 +82,7 @@ class ScanConfig:
             raise ValueError(f"n_views must be at least 8, got {self.n_views}")
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> ScanConfig:
+    def from_dict(cls, d: dict[str, Any]) -> DenseScanConfig:
         return cls(**check_fields(cls, d, "scan settings"))
 
     def geometry(self) -> ConeGeometry:
@@ -120,7 +120,7 @@ def _fit_grid(vol: np.ndarray, grid: VolumeGrid, radius: float, g: np.random.Gen
     return VolumeGrid(vol.shape, (dz * f, dy * f, dx * f), (z_shift, oy, ox))
 
 
-def dense_sequence(scan: ScanConfig, kind: str, seed: int, *, cache_dir: str | pathlib.Path | None = None,
+def dense_sequence(scan: DenseScanConfig, kind: str, seed: int, *, cache_dir: str | pathlib.Path | None = None,
                    object_radius: float | None = None) -> np.ndarray:
     """Clean line integrals (n_views, nv, nu) float32 of the anatomy ``kind`` number ``seed`` under ``scan``.
 
@@ -187,7 +187,7 @@ def _ignore_folder(folder: pathlib.Path) -> None:
         gi.write_text("*\n")
 
 
-def load_sequences(scan: ScanConfig, sources: Sequence[dict[str, Any]], *, cache_dir: str | pathlib.Path | None = None) -> list[np.ndarray]:
+def load_sequences(scan: DenseScanConfig, sources: Sequence[dict[str, Any]], *, cache_dir: str | pathlib.Path | None = None) -> list[np.ndarray]:
     """Sequences for ``sources``: dicts ``{"kind": ..., "seeds": [first, stop]}`` (seeds ``range(first, stop)``)
     or ``{"kind": ..., "seed_list": [...]}``; optional ``"scan"`` (settings that override ``scan``'s, e.g. another
     detector) and ``"object_radius"`` (mm, see :func:`dense_sequence`)."""
@@ -197,7 +197,7 @@ def load_sequences(scan: ScanConfig, sources: Sequence[dict[str, Any]], *, cache
         if unknown:
             raise ValueError(f"data source {src}: unknown keys {sorted(unknown)}")
         kind = src.get("kind")
-        src_scan = ScanConfig.from_dict({**dataclasses.asdict(scan), **src["scan"]}) if "scan" in src else scan
+        src_scan = DenseScanConfig.from_dict({**dataclasses.asdict(scan), **src["scan"]}) if "scan" in src else scan
         if "seed_list" in src:
             seeds = [int(s) for s in src["seed_list"]]
         elif "seeds" in src:

@@ -35,7 +35,7 @@ import numpy as np
 import torch
 
 from cbct.bbc.baselines import linear_completion
-from cbct.bbc.data import ScanConfig, dense_sequence, noisy
+from cbct.bbc.data import DenseScanConfig, dense_sequence, noisy
 from cbct.bbc.heldout import HeldoutConfig, load_heldout_config, pattern_indices, rtk_scan
 from cbct.bbc.inference import complete_views, measure_throughput
 from cbct.bbc.restoration import restore_volume
@@ -132,7 +132,7 @@ def evaluate(
     factor and method, with ``proj_psnr`` for the completion methods and ``psnr``, ``ssim``, ``rmse``).
     ``iterative`` adds the OS-SART and FISTA-TV rows."""
     dev = torch.device(device)
-    scan = ScanConfig.from_dict(cfg["scan"])
+    scan = DenseScanConfig.from_dict(cfg["scan"])
     geom = scan.geometry()
     cache_dir = resolve_path(cache_dir or cfg["cache_dir"])
     flow = load_completion(resolve_path(flow_weights) if flow_weights else None, device=dev)
@@ -274,7 +274,7 @@ def _run(args: argparse.Namespace) -> int:
             f"{describe_device(dev)}"]
     if args.throughput:
         flow = load_completion(flow_weights, device=dev)
-        scan = ScanConfig.from_dict(cfg["scan"])
+        scan = DenseScanConfig.from_dict(cfg["scan"])
         result["throughput"] = {}
         for shape, n_acq, ppb in ((tuple(scan.detector_shape), 45, 8), ((512, 512), 4, 1)):
             tp = measure_throughput(flow, detector_shape=shape, n_acquired=n_acq, factor=8, pairs_per_batch=ppb,

@@ -9,7 +9,7 @@ stated 360 angles (``target``). These scans are never used to train or to choose
 
 Settings come from a YAML file (default ``configs/bbc_heldout_rtk.yaml``)::
 
-    scan: {dso, dsd, detector_shape, detector_pixel_size, volume_shape, voxel_size, n_views}   # ScanConfig
+    scan: {dso, dsd, detector_shape, detector_pixel_size, volume_shape, voxel_size, n_views}   # DenseScanConfig
     anatomy: [{kind: head_mha, path: null}, {kind: tigre_head}]   # path: a file instead of the shared data folder
     calibrations: [1.0, 1.5]
     i0: 2.0e+5
@@ -30,7 +30,7 @@ import numpy as np
 import yaml
 
 from cbct._checks import check_fields
-from cbct.bbc.data import ScanConfig, noisy
+from cbct.bbc.data import DenseScanConfig, noisy
 from cbct.phantoms import real
 
 log = logging.getLogger(__name__)
@@ -65,7 +65,7 @@ class Pattern:
 class HeldoutConfig:
     """The held-out set: scan geometry, anatomy sources, calibrations, photon count and sparse patterns."""
 
-    scan: ScanConfig
+    scan: DenseScanConfig
     anatomy: tuple[dict[str, Any], ...]
     calibrations: tuple[float, ...]
     i0: float
@@ -89,7 +89,7 @@ def load_heldout_config(path: str | pathlib.Path) -> HeldoutConfig:
     if not cals or min(cals) <= 0:
         raise ValueError(f"{p}: calibrations must be positive factors, got {d['calibrations']}")
     pats = tuple(Pattern(**check_fields(Pattern, dict(q), "pattern")) for q in d["patterns"])
-    return HeldoutConfig(ScanConfig.from_dict(d["scan"]), anatomy, cals, float(d["i0"]), pats)
+    return HeldoutConfig(DenseScanConfig.from_dict(d["scan"]), anatomy, cals, float(d["i0"]), pats)
 
 
 def pattern_indices(pattern: Pattern, n_views: int, seed: int) -> np.ndarray:
@@ -115,7 +115,7 @@ def _anatomy(entry: dict[str, Any]) -> tuple[np.ndarray, Any]:
     return np.asarray(vol, np.float32), grid
 
 
-def rtk_scan(entry: dict[str, Any], scan: ScanConfig, calibration: float, i0: float, *, seed: int,
+def rtk_scan(entry: dict[str, Any], scan: DenseScanConfig, calibration: float, i0: float, *, seed: int,
              cache_dir: str | pathlib.Path | None = None) -> np.ndarray:
     """Noisy line integrals (n_views, nv, nu) of the anatomy ``entry`` (``{"kind", "path"}``) times
     ``calibration``, projected by RTK along ``scan``'s full circle, Poisson noise at ``i0`` (drawn from ``seed`` and the

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from scipy import ndimage
 
-from cbct.bbc.data import ScanConfig, TripletSampler, load_sequences, noisy
+from cbct.bbc.data import DenseScanConfig, TripletSampler, load_sequences, noisy
 from cbct.bbc.model import FlowCompletionConfig, FlowCompletionNet, backward_warp
 from cbct.bbc.recon import complete_scan
 from cbct.bbc.restoration import RestorationConfig, RestorationNet, restore_volume
@@ -63,7 +63,7 @@ def completion_loss(
     return loss, out
 
 
-def validation_set(cfg: dict, scan: ScanConfig, cache_dir: pathlib.Path) -> dict[int, tuple[np.ndarray, ...]]:
+def validation_set(cfg: dict, scan: DenseScanConfig, cache_dir: pathlib.Path) -> dict[int, tuple[np.ndarray, ...]]:
     """Fixed full-detector triplets from the validation sequences at gaps 4 and 8 (seeded)."""
     seqs = load_sequences(scan, cfg["data"]["val"], cache_dir=cache_dir)
     out = {}
@@ -108,7 +108,7 @@ def train_completion(cfg: dict, *, resume: bool = True, stop_after: int | None =
     cc = cfg["completion"]
     dev = resolve_device(cfg["device"])
     use_threads(dev, cfg["threads"])
-    scan = ScanConfig.from_dict(cfg["scan"])
+    scan = DenseScanConfig.from_dict(cfg["scan"])
     cache_dir = resolve_path(cfg["cache_dir"])
     out_dir = resolve_path(cfg["out_dir"])
     seed = int(cfg["seed"])
@@ -157,7 +157,7 @@ def restoration_volumes(cfg: dict, completion_path: pathlib.Path, dev: torch.dev
     on the detector by a Gaussian of random width up to that many pixels (smoother anatomy than the phantoms).
     """
     rc = cfg["restoration"]
-    scan = ScanConfig.from_dict(cfg["scan"])
+    scan = DenseScanConfig.from_dict(cfg["scan"])
     geom = scan.geometry()
     cache_dir = resolve_path(cfg["cache_dir"])
     # the volumes share the config's detector and grid (a source may only enlarge the grid its phantom is made on)
@@ -238,7 +238,7 @@ def train_restoration(cfg: dict, *, resume: bool = True, stop_after: int | None 
     use_threads(dev, cfg["threads"])
     seed = int(cfg["seed"])
     torch.manual_seed(seed + 1)
-    scan = ScanConfig.from_dict(cfg["scan"])
+    scan = DenseScanConfig.from_dict(cfg["scan"])
     out_dir = resolve_path(cfg["out_dir"])
     completion_path = completion_weights_for_restoration(cfg)
     t_data = time.perf_counter()

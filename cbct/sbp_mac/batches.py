@@ -6,7 +6,7 @@ import numpy as np
 import torch
 
 from cbct.sbp_mac.cache import SplitArrays
-from cbct.sbp_mac.data import SampleSpec, ScanConfig, displacement_field, segment_motion
+from cbct.sbp_mac.data import SampleSpec, InGridScanConfig, displacement_field, segment_motion
 from cbct.sbp_mac.inference import input_scale
 from cbct.sbp_mac.model import SBPMACConfig
 from cbct.sbp_mac.truncated import TruncatedScanConfig
@@ -32,7 +32,7 @@ class SliceBatcher:
         cfg: SBPMACConfig,
         crop: int | None,
         *,
-        scan: ScanConfig | TruncatedScanConfig | None = None,
+        scan: InGridScanConfig | TruncatedScanConfig | None = None,
         with_flow: bool = False,
         intensity_jitter: float = 0.0,
     ) -> None:
@@ -49,7 +49,7 @@ class SliceBatcher:
         self.scales = np.array([input_scale(cfg, split.fdk[i].astype(np.float32)) for i in range(len(split))])
         self.motions = None
         if with_flow:
-            if not isinstance(scan, ScanConfig):
+            if not isinstance(scan, InGridScanConfig):
                 raise ValueError("with_flow needs the scan config of objects inside the grid (data.kind: inside)")
             self.scan = scan
             self.motions = [segment_motion(SampleSpec(m["source"], m["seed"], m["waveform"], tuple(m["mixed_kinds"])), scan) for m in split.meta]

@@ -1,6 +1,6 @@
 """SBP-MAC data: motion-corrupted scans, their FDK images, K-segment tensors and motion-free references.
 
-One sample is made from a :class:`SampleSpec` (object source, seed, motion waveform) and a :class:`ScanConfig`:
+One sample is made from a :class:`SampleSpec` (object source, seed, motion waveform) and a :class:`InGridScanConfig`:
 
 1. an object volume (mm⁻¹) on the scan's grid, from one of :data:`SOURCES`:
    ``"dental"`` (the project's procedural dental phantom, ``cbct.phantoms.dental``), ``"ellipsoids"`` (the random
@@ -63,8 +63,8 @@ __all__ = [
     "SOURCES",
     "Sample",
     "SampleSpec",
-    "ScanConfig",
-    "SimulatedScan",
+    "InGridScanConfig",
+    "MovingScan",
     "SplitArrays",
     "SplitConfig",
     "build_split",
@@ -73,10 +73,10 @@ __all__ = [
     "iter_samples",
     "load_split",
     "object_radius",
-    "scan_geometry",
+    "sample_geometry",
     "segment_motion",
     "simulate_sample",
-    "simulate_scan",
+    "simulate_moving_scan",
     "source_volume",
     "split_key",
     "split_specs",
@@ -86,7 +86,7 @@ __all__ = [
 
 # ---------------------------------------------------------------------------------------------- configuration
 @dataclasses.dataclass(frozen=True)
-class ScanConfig(SimulatedScanner):
+class InGridScanConfig(SimulatedScanner):
     """The simulated acquisition (and, from :class:`~cbct.sbp_mac.scan_base.SimulatedScanner`, ``n_views``, ``dso``,
     ``dsd``, ``filter`` and the ``motion`` bounds; here the pivot is behind and below the field of view).
 
@@ -183,7 +183,7 @@ def split_specs(split: SplitConfig) -> list[SampleSpec]:
 
 
 # ---------------------------------------------------------------------------------------------- geometry
-def scan_geometry(cfg: ScanConfig) -> ConeGeometry:
+def sample_geometry(cfg: InGridScanConfig) -> ConeGeometry:
     """A full-circle scan whose detector sees the whole grid (with 5 % and the motion margin to spare)."""
     grid = cfg.grid
     bounds = cfg.motion
@@ -209,7 +209,7 @@ def _streams(spec: SampleSpec) -> list[np.random.Generator]:
 
 
 @dataclasses.dataclass(frozen=True)
-class SimulatedScan:
+class MovingScan:
     """The acquisition of one sample, before reconstruction.
 
     Attributes:
@@ -228,31 +228,31 @@ class SimulatedScan:
     projections: np.ndarray
 
 
-def _motion_parameters(spec: SampleSpec, cfg: ScanConfig, rng: np.random.Generator) -> MotionParameters:
+def _motion_parameters(spec: SampleSpec, cfg: InGridScanConfig, rng: np.random.Generator) -> MotionParameters:
     return cfg.motion.draw(spec.waveform, rng, reference="mean", mixed_kinds=spec.mixed_kinds)
 
 
-def object_radius(cfg: ScanConfig) -> float:
+def object_radius(cfg: InGridScanConfig) -> float:
     """Radius in mm of the cylinder the objects are cut to."""
     return min(cfg.grid.size[1:]) / 2 - cfg.fov_margin_mm
 
 
-def simulate_scan(spec: SampleSpec, cfg: ScanConfig, *, augment: bool = True) -> SimulatedScan:
+def simulate_moving_scan(spec: SampleSpec, cfg: InGridScanConfig, *, augment: bool = True) -> MovingScan:
     """Object, motion and noisy projections of one sample (a pure function of ``spec`` and ``cfg``)."""
-    geom = scan_geometry(cfg)
+    geom = sample_geometry(cfg)
     obj_rng, motion_rng, noise_rng = _streams(spec)
     vol = source_volume(spec.source, cfg.grid, obj_rng, radius_mm=object_radius(cfg), augment=augment)
     params = _motion_parameters(spec, cfg, motion_rng)
     motion = evaluate_motion(params, geom.n_views)
     i0 = float(math.exp(noise_rng.uniform(math.log(cfg.i0[0]), math.log(cfg.i0[1]))))
     moving = add_noise(project(vol, motion.apply(geom)), i0=i0, rng=noise_rng)
-    return SimulatedScan(vol, geom, params, motion, i0, moving)
+    return MovingScan(vol, geom, params, motion, i0, moving)
 
 
-def simulate_sample(spec: SampleSpec, cfg: ScanConfig, *, augment: bool = True) -> Sample:
+def simulate_sample(spec: SampleSpec, cfg: InGridScanConfig, *, augment: bool = True) -> Sample:
     """Simulate and reconstruct one sample (a pure function of ``spec`` and ``cfg``)."""
     t0 = time.perf_counter()
-    scan = simulate_scan(spec, cfg, augment=augment)
+    scan = simulate_moving_scan(spec, cfg, augment=augment)
     geom, vol, motion, moving, radius = scan.geometry, scan.volume, scan.motion, scan.projections, object_radius(cfg)
     filtered, fgeom = fdk_filter(moving, geom, filter=cfg.filter)
     segments = segmented_backproject(filtered, fgeom, cfg.n_segments)
@@ -279,7 +279,7 @@ def simulate_sample(spec: SampleSpec, cfg: ScanConfig, *, augment: bool = True) 
     return Sample(segments.sum(axis=0), segments, reference, meta, uncorrected)
 
 
-def segment_motion(spec: SampleSpec, cfg: ScanConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def segment_motion(spec: SampleSpec, cfg: InGridScanConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The mean pose during each of the K segments of a sample's scan: rotation vectors (K, 3) in radians,
     translations (K, 3) in mm and the pivot (3,) (recomputed from the spec's motion stream, no images needed)."""
     _, motion_rng, _ = _streams(spec)
@@ -311,7 +311,7 @@ def displacement_field(
 
 
 # ---------------------------------------------------------------------------------------------- cached splits
-def split_key(specs: Sequence[SampleSpec], cfg: ScanConfig, augment: bool) -> str:
+def split_key(specs: Sequence[SampleSpec], cfg: InGridScanConfig, augment: bool) -> str:
     """A short hash of everything that defines a split's content (``version`` 6: the ellipsoid heads of
     :mod:`cbct.phantoms.random_head`)."""
     return content_key({"scan": cfg.to_dict(), "specs": [dataclasses.asdict(s) for s in specs], "augment": augment,
@@ -319,7 +319,7 @@ def split_key(specs: Sequence[SampleSpec], cfg: ScanConfig, augment: bool) -> st
 
 
 def build_split(
-    specs: Sequence[SampleSpec], cfg: ScanConfig, path: str | os.PathLike, *, augment: bool = True
+    specs: Sequence[SampleSpec], cfg: InGridScanConfig, path: str | os.PathLike, *, augment: bool = True
 ) -> pathlib.Path:
     """Simulate ``specs`` into the HDF5 file ``path`` (resumes a partly written file made by the same specs)."""
     return write_split(
@@ -330,7 +330,7 @@ def build_split(
 
 
 def cached_split(
-    specs: Sequence[SampleSpec], cfg: ScanConfig, cache_dir: str | os.PathLike, name: str, *, augment: bool = True
+    specs: Sequence[SampleSpec], cfg: InGridScanConfig, cache_dir: str | os.PathLike, name: str, *, augment: bool = True
 ) -> SplitArrays:
     """Build (once) and load the split ``name`` of ``specs`` under ``cache_dir``."""
     path = pathlib.Path(cache_dir) / f"{name}-{split_key(specs, cfg, augment)}.h5"
@@ -338,7 +338,7 @@ def cached_split(
     return load_split(path)
 
 
-def iter_samples(specs: Iterable[SampleSpec], cfg: ScanConfig, *, augment: bool = True) -> Iterable[Sample]:
+def iter_samples(specs: Iterable[SampleSpec], cfg: InGridScanConfig, *, augment: bool = True) -> Iterable[Sample]:
     """Simulate samples on the fly, one at a time."""
     for spec in specs:
         yield simulate_sample(spec, cfg, augment=augment)

@@ -31,7 +31,7 @@ import numpy as np
 from cbct.learned.cli import eval_parser, markdown_table, run_command, write_results
 from cbct.learned.device import resolve_device, use_threads
 from cbct.motion_estimation import MotionEstimationConfig
-from cbct.sbp_mac.data import SampleSpec, ScanConfig, cached_split
+from cbct.sbp_mac.data import SampleSpec, InGridScanConfig, cached_split
 from cbct.sbp_mac.inference import correct_volume, fov_mask, load_network, volume_metrics
 from cbct.simulation.motion import COMPONENT_KINDS
 
@@ -63,7 +63,7 @@ def eval_specs(sources: Sequence[str] = EVAL_SOURCES, waveforms: Sequence[str] =
 def evaluate(
     methods: dict[str, str | None],
     *,
-    scan: ScanConfig | None = None,
+    scan: InGridScanConfig | None = None,
     specs: Sequence[SampleSpec] | None = None,
     cache_dir: str = ".cache/sbp_mac",
     device: str = "cpu",
@@ -83,7 +83,7 @@ def evaluate(
         metas = [m.meta for m in sorted(models.values(), key=lambda m: not m.config.use_segments) if "config" in m.meta]
         if not metas:
             raise ValueError("no scan settings: give scan=... or weights whose meta holds their training config")
-        scan = ScanConfig.from_dict(metas[0]["config"]["data"]["scan"])
+        scan = InGridScanConfig.from_dict(metas[0]["config"]["data"]["scan"])
         scan = dataclasses.replace(scan, motion=dataclasses.replace(scan.motion, min_motion_fraction=EVAL_MIN_MOTION_FRACTION))
     on_uncorrected: set[str] = set()  # networks trained on the FDK image of the nominal geometry
     for name, model in models.items():

@@ -27,10 +27,11 @@ from typing import Any
 
 import numpy as np
 
+from cbct.constants import MU_WATER
 from cbct.fdk import fdk
 from cbct.geometry import ConeGeometry, VolumeGrid
 from cbct.phantoms import real
-from cbct.sbp_mac.objects import AIR_FLOOR, WATER_MU
+from cbct.sbp_mac.objects import AIR_FLOOR
 from cbct.sbp_mac.scan_base import MotionBounds, SimulatedScanner
 from cbct.sbp_mac.truncated import fov_geometry
 from cbct.simulation.motion import WAVEFORMS, RigidMotion, evaluate_motion
@@ -131,7 +132,7 @@ class HeldOutScan:
 def _head(source: str, data_dir: str | pathlib.Path | None) -> tuple[np.ndarray, VolumeGrid]:
     path = None if data_dir is None else pathlib.Path(data_dir) / HELDOUT_SOURCES[source]
     vol, grid = real.load_real_head(source, path)
-    vol = np.where(vol < AIR_FLOOR * WATER_MU, 0.0, vol).astype(np.float32)  # the scanners' noise floor in air
+    vol = np.where(vol < AIR_FLOOR * MU_WATER, 0.0, vol).astype(np.float32)  # the scanners' noise floor in air
     return vol, grid
 
 

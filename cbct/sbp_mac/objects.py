@@ -9,13 +9,13 @@ import math
 import numpy as np
 from scipy import ndimage
 
-from cbct.constants import MU_WATER as WATER_MU
+from cbct.constants import MU_WATER
 from cbct.geometry import VolumeGrid
 from cbct.phantoms import real
 from cbct.phantoms.dental import dental_phantom
 from cbct.phantoms.random_head import ADULT_RADIUS_MM, random_head_volume
 
-__all__ = ["AIR_FLOOR", "SOURCES", "WATER_MU", "ellipsoid_head", "source_volume"]
+__all__ = ["AIR_FLOOR", "SOURCES", "ellipsoid_head", "source_volume"]
 
 SOURCES = ("dental", "ellipsoids", "tigre_head", "head_mha")
 AIR_FLOOR = 0.15  # real volumes: values below this fraction of water are air and set to 0
@@ -44,7 +44,7 @@ def _resample_real(
     (from a head with air around it to a zoom into the interior) and a shift of the centre; without it, the
     centred, fitted view.
     """
-    mask = vol > 0.3 * WATER_MU
+    mask = vol > 0.3 * MU_WATER
     idx = np.argwhere(mask)
     lo, hi = idx.min(axis=0), idx.max(axis=0)
     centre_idx = (lo + hi) / 2.0
@@ -88,7 +88,7 @@ def source_volume(source: str, grid: VolumeGrid, rng: np.random.Generator, *, ra
         real, src_grid = _load_real(source)
         vol = _resample_real(real, src_grid, grid, radius_mm, rng if augment else None)
         # the scanned volumes carry a noise floor in air (head.mha: ~0.002 mm⁻¹); air is part of no object
-        vol = np.where(vol < AIR_FLOOR * WATER_MU, 0.0, vol)
+        vol = np.where(vol < AIR_FLOOR * MU_WATER, 0.0, vol)
     aff = grid.index_to_world()
     x = aff[0, 3] + np.arange(grid.shape[2]) * grid.voxel_size[2]
     y = aff[1, 3] + np.arange(grid.shape[1]) * grid.voxel_size[1]

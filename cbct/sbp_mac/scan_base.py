@@ -1,6 +1,6 @@
 """What SBP-MAC's three simulated acquisitions share: the scanner and the bounds of the patient's random motion.
 
-:class:`SimulatedScanner` is the base of the in-grid training scans (:class:`cbct.sbp_mac.data.ScanConfig`), the
+:class:`SimulatedScanner` is the base of the in-grid training scans (:class:`cbct.sbp_mac.data.InGridScanConfig`), the
 truncated training scans (:class:`cbct.sbp_mac.truncated.TruncatedScanConfig`) and the held-out scans
 (:class:`cbct.sbp_mac.heldout.HeldOutConfig`); each sets its own :class:`MotionBounds`.
 """

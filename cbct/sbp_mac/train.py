@@ -3,7 +3,7 @@
 The config (YAML, over :data:`DEFAULTS`, loaded by :mod:`cbct.learned.config`: unknown keys refused, ``--set
 section.key=value`` overrides) has the sections ``data`` (``cache_dir``; ``kind``: ``"inside"``, objects cut to lie
 inside the grid, :mod:`cbct.sbp_mac.data`, or ``"truncated"``, anatomy larger than the field of view,
-:mod:`cbct.sbp_mac.truncated`; ``scan``: its :class:`~cbct.sbp_mac.data.ScanConfig` or
+:mod:`cbct.sbp_mac.truncated`; ``scan``: its :class:`~cbct.sbp_mac.data.InGridScanConfig` or
 :class:`~cbct.sbp_mac.truncated.TruncatedScanConfig`; ``train`` and ``val``: :class:`~cbct.sbp_mac.data.SplitConfig`),
 ``model`` (:class:`~cbct.sbp_mac.model.SBPMACConfig` without ``n_segments``, which comes from the scan), ``loss``
 (:class:`~cbct.sbp_mac.loss.LossWeights`) and ``train`` (:class:`cbct.learned.loop.LoopSettings` plus ``crop`` and
@@ -36,7 +36,7 @@ from cbct.learned.device import describe_device, resolve_device, use_threads
 from cbct.learned.loop import LOOP_DEFAULTS, LoopSettings, run_training
 from cbct.learned.weights import save_weights
 from cbct.sbp_mac.batches import SliceBatcher
-from cbct.sbp_mac.data import ScanConfig, SplitArrays, SplitConfig, cached_split, split_specs
+from cbct.sbp_mac.data import InGridScanConfig, SplitArrays, SplitConfig, cached_split, split_specs
 from cbct.sbp_mac.inference import SHIPPED, SHIPPED_UNET, correct_volume, fov_mask, volume_metrics
 from cbct.sbp_mac.loss import LossWeights, sbp_mac_loss
 from cbct.sbp_mac.model import SBPMAC, SBPMACConfig
@@ -71,16 +71,16 @@ def load_config(path: str | pathlib.Path | None = None, overrides: Sequence[str]
     return learned_config.load_config(DEFAULTS, path, overrides)
 
 
-def scan_config(cfg: dict[str, Any]) -> ScanConfig | TruncatedScanConfig:
+def scan_config(cfg: dict[str, Any]) -> InGridScanConfig | TruncatedScanConfig:
     """The scan settings of a config's ``data.scan``, of the kind ``data.kind`` names."""
     kind = cfg["data"].get("kind", "inside")
     if kind not in DATA_KINDS:
         raise ValueError(f"data.kind must be one of {DATA_KINDS}, got {kind!r}")
-    cls = TruncatedScanConfig if kind == "truncated" else ScanConfig
+    cls = TruncatedScanConfig if kind == "truncated" else InGridScanConfig
     return cls.from_dict(cfg["data"]["scan"])
 
 
-def fov_radius_voxels(scan: ScanConfig | TruncatedScanConfig) -> float:
+def fov_radius_voxels(scan: InGridScanConfig | TruncatedScanConfig) -> float:
     """Radius in voxels of the disc the metrics are computed in."""
     if isinstance(scan, TruncatedScanConfig):
         return scan.fov_radius_voxels()
@@ -107,7 +107,7 @@ def model_config(cfg: dict[str, Any]) -> SBPMACConfig:
 
 
 def validate(
-    model: SBPMAC, split: SplitArrays, scan: ScanConfig | TruncatedScanConfig, device: torch.device, batch_size: int = 16
+    model: SBPMAC, split: SplitArrays, scan: InGridScanConfig | TruncatedScanConfig, device: torch.device, batch_size: int = 16
 ) -> dict[str, float]:
     """Mean PSNR/SSIM/RMSE of the corrected validation volumes against their references (inside the FOV)."""
     mask = fov_mask(scan.volume_shape, fov_radius_voxels(scan))
