@@ -42,14 +42,18 @@ def kernels_for(x: object) -> ModuleType:
     return importlib.import_module(_BACKENDS[name])
 
 
+def is_cupy(x: object) -> bool:
+    """Whether ``x`` is a CuPy array (without importing CuPy)."""
+    return type(x).__module__.split(".")[0] == "cupy"
+
+
 def to_host(x: Any) -> Any:
     """A NumPy array from NumPy, CuPy or torch data (``None`` stays ``None``)."""
     if x is None or isinstance(x, np.ndarray):
         return x
-    module = type(x).__module__.split(".")[0]
-    if module == "cupy":
+    if is_cupy(x):
         return x.get()
-    if module == "torch":
+    if type(x).__module__.split(".")[0] == "torch":
         return x.detach().cpu().numpy()
     return np.asarray(x)
 

@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from cbct._checks import check_fields
-from cbct.backend import array_module
+from cbct.backend import array_module, is_cupy
 from cbct.fdk import fdk
 from cbct.fdk.truncation import check_truncation_mode, detect_truncation
 from cbct.geometry import ConeGeometry, VolumeGrid
@@ -347,7 +347,7 @@ def estimate_motion(
         (``1 − compensated / nominal``), ``truncation`` (whether the intermediate FDKs corrected it).
     """
     cfg = (config or MotionEstimationConfig()).for_scan(geom)
-    if type(projections).__module__.split(".")[0] != "cupy":
+    if not is_cupy(projections):
         projections = np.asarray(projections)
     if projections.ndim != 3 or projections.shape != geom.projection_shape:
         raise ValueError(f"projections must have shape {geom.projection_shape} (the geometry's), got {projections.shape}")

@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from cbct.backend import array_module
+from cbct.backend import array_module, to_host
 from cbct.fdk import fdk
 from cbct.geometry import ConeGeometry
 from cbct.motion_estimation import (
@@ -99,10 +99,6 @@ def _relative(before: np.ndarray, after: np.ndarray, radius: float) -> np.ndarra
     return np.concatenate([rotation_vectors(rot[None])[0] * radius, after[3:] - rot @ before[3:]])
 
 
-def _to_host(x) -> np.ndarray:
-    return x.get() if hasattr(x, "get") else np.asarray(x)
-
-
 class _Scan:
     """The binned scan (every ``view_step``-th view) the refinement works on, with its high-pass target."""
 
@@ -136,7 +132,7 @@ class _Scan:
         measured, geom = bin_scan(self.full[views].astype(np.float32, copy=False), self.full_geom[views], self.binning)
         moved = _motion(np.broadcast_to(pose, (len(views), 6)), self.radius, self.pivot).apply(geom)
         r = _highpass(project(volume, moved), self.weights) - _highpass(measured, self.weights)
-        return _to_host((r * r).sum(axis=1)).astype(np.float64)
+        return to_host((r * r).sum(axis=1)).astype(np.float64)
 
 
 def _two_segment_pose(scan: _Scan, k: int, start: np.ndarray) -> np.ndarray:

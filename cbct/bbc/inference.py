@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from cbct.angles import CompletionPlan, plan_completion
+from cbct.backend import is_cupy
 from cbct.bbc.model import FlowCompletionNet
 from cbct.geometry import ConeGeometry
 from cbct.learned.device import model_device
@@ -24,7 +25,7 @@ def as_tensor(x, device: torch.device) -> torch.Tensor:
     """``x`` (NumPy, CuPy or torch) as a float32 torch tensor on ``device`` (CuPy through DLPack: no host copy)."""
     if isinstance(x, torch.Tensor):
         return x.to(device=device, dtype=torch.float32)
-    if type(x).__module__.split(".")[0] == "cupy":
+    if is_cupy(x):
         return torch.from_dlpack(x).to(device=device, dtype=torch.float32)
     return torch.as_tensor(np.asarray(x, dtype=np.float32), device=device)
 

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from cbct.angles import plan_completion
+from cbct.backend import is_cupy
 from cbct.pipeline.state import PipelineState
 
 log = logging.getLogger(__name__)
@@ -20,14 +21,10 @@ log = logging.getLogger(__name__)
 __all__ = ["completion_stage", "restoration_stage"]
 
 
-def _is_cupy(x: Any) -> bool:
-    return type(x).__module__.split(".")[0] == "cupy"
-
-
 def _like(result, original: Any):
     """``result`` (a torch tensor on the device, or NumPy) like ``original``: CuPy through DLPack (no host copy),
     else NumPy."""
-    if _is_cupy(original):
+    if is_cupy(original):
         import cupy
 
         return cupy.from_dlpack(result) if not isinstance(result, np.ndarray) else cupy.asarray(result)
@@ -97,7 +94,7 @@ def completion_stage(
                          f"{source}: {exc}") from None
     model = load_completion(weights, device=dev)
     dense = complete_views(model, state.projections, plan, device=dev, pairs_per_batch=int(pairs_per_batch),
-                           as_numpy=not _is_cupy(state.projections))
+                           as_numpy=not is_cupy(state.projections))
     seconds = time.perf_counter() - t0
     info = {"acquired": state.geometry.n_views, "dense": plan.geometry.n_views, "synthesised": int(plan.missing.size),
             "seconds": seconds, "weights": str(weights or "shipped")}
@@ -134,7 +131,7 @@ def restoration_stage(
     dev = resolve_device(device, state.volume)
     t0 = time.perf_counter()
     net = load_restoration(weights, device=dev)
-    out = restore_volume(net, state.volume, batch=int(batch), device=dev, as_numpy=not _is_cupy(state.volume))
+    out = restore_volume(net, state.volume, batch=int(batch), device=dev, as_numpy=not is_cupy(state.volume))
     seconds = time.perf_counter() - t0
     log.info("restoration: %s volume in %.2f s", out.shape, seconds)
     extras = {**state.extras, "bbc_restoration": {"seconds": seconds, "weights": str(weights or "shipped")}}

@@ -7,11 +7,9 @@ from typing import Any
 
 import torch
 
+from cbct.backend import is_cupy
+
 __all__ = ["resolve_device", "model_device", "describe_device", "autocast_dtype", "use_threads"]
-
-
-def _is_cupy(data: Any) -> bool:
-    return type(data).__module__.split(".")[0] == "cupy"
 
 
 def resolve_device(name: str | torch.device | None = "auto", data: Any = None) -> torch.device:
@@ -23,7 +21,7 @@ def resolve_device(name: str | torch.device | None = "auto", data: Any = None) -
         ValueError: a name torch does not know.
     """
     if name is None:
-        return torch.device(f"cuda:{data.device.id}") if _is_cupy(data) else torch.device("cpu")
+        return torch.device(f"cuda:{data.device.id}") if is_cupy(data) else torch.device("cpu")
     if str(name) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
