@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-import json
 import logging
 import math
 import os
@@ -83,7 +82,6 @@ __all__ = [
 ]
 
 
-
 # ---------------------------------------------------------------------------------------------- configuration
 @dataclasses.dataclass(frozen=True)
 class InGridScanConfig(SimulatedScanner):
@@ -128,9 +126,6 @@ class InGridScanConfig(SimulatedScanner):
     @property
     def grid(self) -> VolumeGrid:
         return VolumeGrid(self.volume_shape, self.voxel_size)
-
-    def to_dict(self) -> dict[str, Any]:
-        return json.loads(json.dumps(dataclasses.asdict(self)))
 
 
 @dataclasses.dataclass(frozen=True)

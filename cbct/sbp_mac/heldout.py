@@ -18,7 +18,6 @@ anatomy (real heads; training uses only the project's dental phantom and random 
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import pathlib
 import zlib
@@ -100,9 +99,6 @@ class HeldOutConfig(SimulatedScanner):
 
     def fov_radius_voxels(self) -> float:
         return min(self.volume_shape[1:]) / 2 - self.fov_margin_mm / self.voxel_size
-
-    def to_dict(self) -> dict[str, Any]:
-        return json.loads(json.dumps(dataclasses.asdict(self)))
 
 
 def heldout_specs(cfg: HeldOutConfig) -> list[tuple[str, str, int]]:

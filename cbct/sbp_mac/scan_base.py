@@ -8,6 +8,7 @@ truncated training scans (:class:`cbct.sbp_mac.truncated.TruncatedScanConfig`) a
 from __future__ import annotations
 
 import dataclasses
+import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -102,3 +103,7 @@ class SimulatedScanner:
     def from_dict(cls, d: Mapping[str, Any]):
         """The config a mapping of its fields describes (the earlier flat motion keys are accepted)."""
         return cls(**check_fields(cls, fold_motion_keys(d), f"{cls.__name__} keys"))
+
+    def to_dict(self) -> dict[str, Any]:
+        """The config as plain JSON types (tuples as lists), as cache keys and weights files store it."""
+        return json.loads(json.dumps(dataclasses.asdict(self)))

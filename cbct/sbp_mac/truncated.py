@@ -25,14 +25,12 @@ A sample (:func:`simulate_truncated_sample`, a pure function of its :class:`~cbc
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import math
 import os
 import pathlib
 import time
 from collections.abc import Sequence
-from typing import Any
 
 import numpy as np
 
@@ -118,9 +116,6 @@ class TruncatedScanConfig(SimulatedScanner):
     def fov_radius_voxels(self) -> float:
         """Radius of the metrics' disc in voxels (at the largest voxel size: the margin is at least as wide)."""
         return min(self.volume_shape[1:]) / 2 - self.fov_margin_mm / self.voxel_size[0]
-
-    def to_dict(self) -> dict[str, Any]:
-        return json.loads(json.dumps(dataclasses.asdict(self)))
 
 
 def fov_geometry(
