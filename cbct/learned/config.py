@@ -8,13 +8,20 @@ section (a network's ``model``, a scan's ``scan``): it is replaced whole and che
 from __future__ import annotations
 
 import copy
+import json
 import pathlib
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import yaml
 
-__all__ = ["load_config", "merge_config", "parse_override"]
+__all__ = ["load_config", "merge_config", "parse_override", "plain_json"]
+
+
+def plain_json(value: Any) -> Any:
+    """``value`` in plain JSON types (tuples as lists, NumPy scalars as numbers, anything else as its string), as
+    checkpoints and weights files store configs and provenance (``weights_only`` loads only such types)."""
+    return json.loads(json.dumps(value, default=lambda o: o.item() if hasattr(o, "item") else str(o)))
 
 
 def merge_config(base: Mapping[str, Any], over: Mapping[str, Any], where: str = "") -> dict[str, Any]:

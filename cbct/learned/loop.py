@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from cbct.io.atomic import atomic_path
+from cbct.learned.config import plain_json
 from cbct.learned.device import autocast_dtype
 
 log = logging.getLogger(__name__)
@@ -94,10 +95,6 @@ def _atomic_save(blob: dict[str, Any], path: pathlib.Path) -> None:
         torch.save(blob, tmp)
 
 
-def _plain(value: Any) -> Any:
-    return json.loads(json.dumps(value, default=str))
-
-
 def run_training(
     model: torch.nn.Module,
     loss_fn: Callable[[np.random.Generator], tuple[torch.Tensor, dict[str, float]]],
@@ -126,7 +123,7 @@ def run_training(
     """
     checkpoint = pathlib.Path(checkpoint)
     checkpoint.parent.mkdir(parents=True, exist_ok=True)
-    identity = _plain({k: v for k, v in identity.items() if k not in RUNTIME_KEYS})
+    identity = plain_json({k: v for k, v in identity.items() if k not in RUNTIME_KEYS})
     opt = torch.optim.AdamW(model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
     use_amp = bool(settings.amp) and device.type == "cuda"
     amp_dtype = autocast_dtype(device)

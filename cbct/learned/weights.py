@@ -10,7 +10,6 @@ as ``model.meta``.
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import os
 import pathlib
@@ -20,6 +19,7 @@ from typing import Any, TypeVar
 import torch
 
 from cbct.io.atomic import atomic_path
+from cbct.learned.config import plain_json
 
 log = logging.getLogger(__name__)
 
@@ -36,11 +36,6 @@ def shipped_weights(filename: str) -> pathlib.Path:
     return pathlib.Path(str(resources.files("cbct") / "models" / filename))
 
 
-def _plain(meta: dict[str, Any] | None) -> dict[str, Any]:
-    """``meta`` as plain JSON types (NumPy scalars to numbers, anything else to its string), as ``weights_only`` needs."""
-    return json.loads(json.dumps(meta or {}, default=lambda o: o.item() if hasattr(o, "item") else str(o)))
-
-
 def save_weights(path: str | os.PathLike, model: torch.nn.Module, *, meta: dict[str, Any] | None = None) -> pathlib.Path:
     """Write ``model`` (float32 state dict on the CPU), its config and ``meta`` to ``path`` atomically; returns the path.
 
@@ -53,8 +48,8 @@ def save_weights(path: str | os.PathLike, model: torch.nn.Module, *, meta: dict[
     path = pathlib.Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().to("cpu", torch.float32).clone() for k, v in model.state_dict().items()}
-    blob = {"kind": kind, "version": WEIGHTS_VERSION, "config": _plain(dataclasses.asdict(model.config)), "state_dict": state,
-            "meta": _plain(meta)}
+    blob = {"kind": kind, "version": WEIGHTS_VERSION, "config": plain_json(dataclasses.asdict(model.config)),
+            "state_dict": state, "meta": plain_json(meta or {})}
     with atomic_path(path) as tmp:
         torch.save(blob, tmp)
     return path
