@@ -145,26 +145,25 @@ def correct_motion(
     scales = np.arange(0.25, cfg.max_scale + 1e-9, 0.25) if cfg.max_scale > 0 else np.array([1.0])
     candidates = [_scaled(estimate, a) for a in scales]
     small, small_geom = bin_scan(projections, geom, cfg.binning)
-    entropy = sharpness_of_motions(small, small_geom, [None, *candidates], filter=cfg.filter,
-                                   truncation="on" if stats["truncation"] else "off")
+    rim, truncation = fov_points(geom), "on" if stats["truncation"] else "off"
+    entropy = sharpness_of_motions(small, small_geom, [None, *candidates], filter=cfg.filter, truncation=truncation)
     best = int(np.argmin(entropy[1:]))
     estimate, before, after = candidates[best], entropy[0], entropy[1 + best]
-    spread = float(estimate.displacement_mm(fov_points(geom)).max())
+    spread = float(estimate.displacement_mm(rim).max())
     jerk: dict[str, Any] = {"used": False}
     if spread >= cfg.gate_mm and cfg.jerk_min_fit <= 1:  # a still scan's small estimate is never refined
         refined, info = refine_jerk(projections, geom, estimate, cfg, stats["truncation"])
         jerk.update(info)
         if refined is not None:
-            sharpness = sharpness_of_motions(small, small_geom, [refined], filter=cfg.filter,
-                                             truncation="on" if stats["truncation"] else "off")[0]
-            refined_spread = float(refined.displacement_mm(fov_points(geom)).max())
+            sharpness = sharpness_of_motions(small, small_geom, [refined], filter=cfg.filter, truncation=truncation)[0]
+            refined_spread = float(refined.displacement_mm(rim).max())
             jerk["entropy"] = round(sharpness, 6)
             if sharpness < after and refined_spread >= cfg.gate_mm:  # the sharper of the two goes to the gate
                 estimate, after, spread, jerk["used"] = refined, sharpness, refined_spread, True
     gain = (before - after) / before
     moved = spread >= cfg.gate_mm and gain >= cfg.gate_gain
     relative, label = relative_to_pose(estimate, "mean" if index is None else index)
-    largest = float(relative.displacement_mm(fov_points(geom)).max())
+    largest = float(relative.displacement_mm(rim).max())
     seconds = time.perf_counter() - t0
     report: dict[str, Any] = {
         "moved": bool(moved),
