@@ -79,6 +79,7 @@ def test_weights_of_the_earlier_sbp_mac_layout_still_load(tmp_path):
 
 def test_device_resolution():
     assert resolve_device(None, np.zeros(2)).type == "cpu" and resolve_device("cpu").type == "cpu"
+    assert resolve_device("cpu", threads=2).type == "cpu" and torch.get_num_threads() == 2  # the fixture restores it
     assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
     if not torch.cuda.is_available():
         with pytest.raises(RuntimeError, match="CUDA is not available"):

@@ -47,7 +47,7 @@ from cbct.fdk import fdk
 from cbct.geometry import ConeGeometry, VolumeGrid
 from cbct.iterative import fista_tv, os_sart
 from cbct.learned.cli import eval_parser, markdown_table, run_command, write_results
-from cbct.learned.device import describe_device, resolve_device, use_threads
+from cbct.learned.device import describe_device, resolve_device
 from cbct.metrics import psnr, rmse, ssim
 from cbct.simulation.sparse import sparse_views
 
@@ -259,8 +259,7 @@ def _run(args: argparse.Namespace) -> int:
     if any(f < 2 for f in args.factors):
         raise ValueError("--factors must be integers >= 2")
     cfg = load_config(args.config)
-    dev = resolve_device(args.device)
-    use_threads(dev, args.threads)
+    dev = resolve_device(args.device, threads=args.threads)
     cache_dir = resolve_path(args.cache_dir or cfg["cache_dir"])
     flow_weights = resolve_path(args.flow_weights) if args.flow_weights else None
     restore_weights = resolve_path(args.restore_weights) if args.restore_weights else None

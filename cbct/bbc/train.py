@@ -27,7 +27,7 @@ from cbct.bbc.training import charbonnier, load_config, resolve_path
 from cbct.bbc.weights import DEFAULT_COMPLETION, DEFAULT_RESTORATION, load_completion
 from cbct.fdk import fdk
 from cbct.learned.cli import config_overrides, run_command, ship_weights, train_parser
-from cbct.learned.device import describe_device, resolve_device, use_threads
+from cbct.learned.device import describe_device, resolve_device
 from cbct.learned.loop import LoopSettings, TrainingRun, run_training
 from cbct.learned.weights import save_weights
 from cbct.simulation.sparse import sparse_indices
@@ -106,8 +106,7 @@ def train_completion(cfg: dict, *, resume: bool = True, stop_after: int | None =
     """Train the completion network per ``cfg``; returns the final weights (``out_dir/completion.pt``; ``None``
     when ``stop_after`` stopped the run early) and what the run did."""
     cc = cfg["completion"]
-    dev = resolve_device(cfg["device"])
-    use_threads(dev, cfg["threads"])
+    dev = resolve_device(cfg["device"], threads=cfg["threads"])
     scan = DenseScanConfig.from_dict(cfg["scan"])
     cache_dir = resolve_path(cfg["cache_dir"])
     out_dir = resolve_path(cfg["out_dir"])
@@ -234,8 +233,7 @@ def train_restoration(cfg: dict, *, resume: bool = True, stop_after: int | None 
     """Train the restoration network on reconstructions of network-completed scans; returns the final weights
     (``out_dir/restoration.pt``; ``None`` when ``stop_after`` stopped the run early) and what the run did."""
     rc = cfg["restoration"]
-    dev = resolve_device(cfg["device"])
-    use_threads(dev, cfg["threads"])
+    dev = resolve_device(cfg["device"], threads=cfg["threads"])
     seed = int(cfg["seed"])
     torch.manual_seed(seed + 1)
     scan = DenseScanConfig.from_dict(cfg["scan"])

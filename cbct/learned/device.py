@@ -9,17 +9,26 @@ import torch
 
 from cbct.backend import is_cupy
 
-__all__ = ["resolve_device", "model_device", "describe_device", "autocast_dtype", "use_threads"]
+__all__ = ["resolve_device", "model_device", "describe_device", "autocast_dtype"]
 
 
-def resolve_device(name: str | torch.device | None = "auto", data: Any = None) -> torch.device:
+def resolve_device(name: str | torch.device | None = "auto", data: Any = None, *,
+                   threads: int | None = None) -> torch.device:
     """The torch device for ``name``: ``"auto"`` is CUDA when available, else the CPU; ``None`` follows ``data``
-    (CuPy arrays: their GPU, anything else: the CPU); any other name as torch reads it.
+    (CuPy arrays: their GPU, anything else: the CPU); any other name as torch reads it. On the CPU torch then uses
+    ``threads`` threads (``None``: its own choice).
 
     Raises:
         RuntimeError: a CUDA device asked for where CUDA is not available.
         ValueError: a name torch does not know.
     """
+    dev = _named_device(name, data)
+    if dev.type == "cpu" and threads:
+        torch.set_num_threads(int(threads))
+    return dev
+
+
+def _named_device(name: str | torch.device | None, data: Any) -> torch.device:
     if name is None:
         return torch.device(f"cuda:{data.device.id}") if is_cupy(data) else torch.device("cpu")
     if str(name) == "auto":
@@ -36,12 +45,6 @@ def resolve_device(name: str | torch.device | None = "auto", data: Any = None) -
 def model_device(model: torch.nn.Module, device: str | torch.device | None = None) -> torch.device:
     """Where to run ``model``: ``device`` when given, else where its parameters are."""
     return torch.device(device) if device is not None else next(model.parameters()).device
-
-
-def use_threads(dev: torch.device, threads: int | None) -> None:
-    """On the CPU, let torch use ``threads`` threads (``None``: leave torch's choice)."""
-    if dev.type == "cpu" and threads:
-        torch.set_num_threads(int(threads))
 
 
 def autocast_dtype(dev: torch.device) -> torch.dtype:

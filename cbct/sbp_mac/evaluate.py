@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from cbct.learned.cli import eval_parser, markdown_table, run_command, write_results
-from cbct.learned.device import resolve_device, use_threads
+from cbct.learned.device import resolve_device
 from cbct.motion_estimation import MotionEstimationConfig
 from cbct.sbp_mac.data import SampleSpec, InGridScanConfig, cached_split
 from cbct.sbp_mac.inference import correct_volume, fov_mask, load_network, volume_metrics
@@ -173,8 +173,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    dev = resolve_device(args.device)
-    use_threads(dev, args.threads)
+    dev = resolve_device(args.device, threads=args.threads)
     methods: dict[str, str | None] = {}
     for item in args.baseline:
         name, _, path = item.rpartition("=")

@@ -36,7 +36,7 @@ import torch
 from cbct.fdk import fdk, fdk_filter
 from cbct.io.atomic import atomic_path, write_text_atomic
 from cbct.learned.cli import eval_parser, markdown_table, run_command, write_results
-from cbct.learned.device import resolve_device, use_threads
+from cbct.learned.device import resolve_device
 from cbct.motion_correction import correct_motion
 from cbct.motion_estimation import MotionEstimationConfig
 from cbct.operators import segmented_backproject
@@ -294,8 +294,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    dev = resolve_device(args.device)
-    use_threads(dev, args.threads)
+    dev = resolve_device(args.device, threads=args.threads)
     networks: dict[str, str | None] = {UNET: args.unet or str(SHIPPED_UNET), SBP_MAC: args.weights}
     if args.unet == "none":
         del networks[UNET]

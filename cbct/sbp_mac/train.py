@@ -32,7 +32,7 @@ import torch
 
 from cbct.learned import config as learned_config
 from cbct.learned.cli import config_overrides, run_command, ship_weights, train_parser
-from cbct.learned.device import describe_device, resolve_device, use_threads
+from cbct.learned.device import describe_device, resolve_device
 from cbct.learned.loop import LOOP_DEFAULTS, LoopSettings, run_training
 from cbct.learned.weights import save_weights
 from cbct.sbp_mac.batches import SliceBatcher
@@ -129,8 +129,7 @@ def train(cfg: dict[str, Any], *, stop_after: int | None = None, resume: bool = 
     """
     tcfg = cfg["train"]
     out_dir = pathlib.Path(cfg["out_dir"])
-    device = resolve_device(cfg["device"])
-    use_threads(device, cfg["threads"])
+    device = resolve_device(cfg["device"], threads=cfg["threads"])
     seed = int(cfg["seed"])
     torch.manual_seed(seed)
     scan = scan_config(cfg)
