@@ -100,12 +100,6 @@ class DenseScanConfig:
         return hashlib.sha1(json.dumps(dataclasses.asdict(self), sort_keys=True).encode()).hexdigest()[:10]
 
 
-def _real_volume(kind: str) -> tuple[np.ndarray, VolumeGrid]:
-    """A real-anatomy volume in mm⁻¹ and its centred grid, from :mod:`cbct.phantoms.real`."""
-    vol, grid = real.load_real_head(kind)
-    return np.asarray(vol, np.float32), grid
-
-
 def _fit_grid(vol: np.ndarray, grid: VolumeGrid, radius: float, g: np.random.Generator, z_shift: float) -> VolumeGrid:
     """Scale the voxel size so the object fits a cylinder of ``radius`` mm and centre it in (x, y)."""
     mask = vol > 0.25 * MU_WATER
@@ -152,7 +146,7 @@ def dense_sequence(scan: DenseScanConfig, kind: str, seed: int, *, cache_dir: st
         vol = dental_phantom(geom.volume, rng=int(seed))
         proj = project(np.ascontiguousarray(vol, dtype=np.float32), geom)
     else:
-        vol, grid = _real_volume(kind)
+        vol, grid = real.load_real_head(kind)  # (z, y, x) float32 mm⁻¹, centred grid
         if g.random() < 0.5:
             vol = vol[:, :, ::-1]
         z_extent = grid.size[0]

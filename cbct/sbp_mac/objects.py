@@ -30,11 +30,6 @@ def ellipsoid_head(grid: VolumeGrid, rng: np.random.Generator, radius_mm: float)
                               supersample=2, clip_at_zero=True)
 
 
-def _load_real(name: str) -> tuple[np.ndarray, VolumeGrid]:
-    """A real-anatomy volume (mm⁻¹) and its grid, from :mod:`cbct.phantoms.real`."""
-    return real.load_real_head(name)
-
-
 def _resample_real(
     vol: np.ndarray, src: VolumeGrid, grid: VolumeGrid, radius_mm: float, rng: np.random.Generator | None
 ) -> np.ndarray:
@@ -85,8 +80,8 @@ def source_volume(source: str, grid: VolumeGrid, rng: np.random.Generator, *, ra
     elif source == "ellipsoids":  # augmented: sometimes smaller than the field of view, with air around it
         vol = ellipsoid_head(grid, rng, radius_mm * (rng.uniform(0.65, 1.0) if augment else 1.0))
     else:
-        real, src_grid = _load_real(source)
-        vol = _resample_real(real, src_grid, grid, radius_mm, rng if augment else None)
+        head, src_grid = real.load_real_head(source)
+        vol = _resample_real(head, src_grid, grid, radius_mm, rng if augment else None)
         # the scanned volumes carry a noise floor in air (head.mha: ~0.002 mm⁻¹); air is part of no object
         vol = np.where(vol < AIR_FLOOR * MU_WATER, 0.0, vol)
     aff = grid.index_to_world()
