@@ -127,6 +127,10 @@ class InGridScanConfig(SimulatedScanner):
     def grid(self) -> VolumeGrid:
         return VolumeGrid(self.volume_shape, self.voxel_size)
 
+    def fov_radius_voxels(self) -> float:
+        """Radius in voxels of the disc the metrics are computed in (``fov_margin_mm`` inside the grid)."""
+        return min(self.volume_shape[1:]) / 2 - self.fov_margin_mm / self.voxel_size
+
 
 @dataclasses.dataclass(frozen=True)
 class SampleSpec:

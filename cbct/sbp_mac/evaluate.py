@@ -106,7 +106,7 @@ def evaluate(
     specs = list(specs) if specs is not None else eval_specs()
     t0 = time.perf_counter()
     split = cached_split(specs, scan, cache_dir, "eval", augment=False)
-    mask = fov_mask(scan.volume_shape, min(scan.volume_shape[1:]) / 2 - scan.fov_margin_mm / scan.voxel_size)
+    mask = fov_mask(scan.volume_shape, scan.fov_radius_voxels())
     rows: list[dict[str, Any]] = []
     timings: dict[str, float] = {}
     for i, spec in enumerate(specs):

@@ -80,13 +80,6 @@ def scan_config(cfg: dict[str, Any]) -> InGridScanConfig | TruncatedScanConfig:
     return cls.from_dict(cfg["data"]["scan"])
 
 
-def fov_radius_voxels(scan: InGridScanConfig | TruncatedScanConfig) -> float:
-    """Radius in voxels of the disc the metrics are computed in."""
-    if isinstance(scan, TruncatedScanConfig):
-        return scan.fov_radius_voxels()
-    return min(scan.volume_shape[1:]) / 2 - scan.fov_margin_mm / scan.voxel_size
-
-
 def load_splits(cfg: dict[str, Any]) -> tuple[SplitArrays, SplitArrays]:
     """The training and validation splits of a config (simulated and cached on first use)."""
     scan, cache = scan_config(cfg), cfg["data"]["cache_dir"]
@@ -110,7 +103,7 @@ def validate(
     model: SBPMAC, split: SplitArrays, scan: InGridScanConfig | TruncatedScanConfig, device: torch.device, batch_size: int = 16
 ) -> dict[str, float]:
     """Mean PSNR/SSIM/RMSE of the corrected validation volumes against their references (inside the FOV)."""
-    mask = fov_mask(scan.volume_shape, fov_radius_voxels(scan))
+    mask = fov_mask(scan.volume_shape, scan.fov_radius_voxels())
     rows = []
     for i in range(len(split)):
         fdk = split.fdk[i].astype(np.float32)
