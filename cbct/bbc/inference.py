@@ -13,21 +13,11 @@ import numpy as np
 import torch
 
 from cbct.angles import CompletionPlan, plan_completion
-from cbct.backend import is_cupy
 from cbct.bbc.model import FlowCompletionNet
 from cbct.geometry import ConeGeometry
-from cbct.learned.device import model_device
+from cbct.learned.device import as_tensor, model_device
 
-__all__ = ["as_tensor", "complete_views", "measure_throughput"]
-
-
-def as_tensor(x, device: torch.device) -> torch.Tensor:
-    """``x`` (NumPy, CuPy or torch) as a float32 torch tensor on ``device`` (CuPy through DLPack: no host copy)."""
-    if isinstance(x, torch.Tensor):
-        return x.to(device=device, dtype=torch.float32)
-    if is_cupy(x):
-        return torch.from_dlpack(x).to(device=device, dtype=torch.float32)
-    return torch.as_tensor(np.asarray(x, dtype=np.float32), device=device)
+__all__ = ["complete_views", "measure_throughput"]
 
 
 def complete_views(

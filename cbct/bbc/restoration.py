@@ -21,8 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from cbct._checks import check_fields
-from cbct.bbc.inference import as_tensor
-from cbct.learned.device import model_device
+from cbct.learned.device import as_tensor, model_device
 
 log = logging.getLogger(__name__)
 

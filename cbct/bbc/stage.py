@@ -8,9 +8,6 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any
-
-import numpy as np
 
 from cbct.angles import plan_completion
 from cbct.backend import is_cupy
@@ -19,16 +16,6 @@ from cbct.pipeline.state import PipelineState
 log = logging.getLogger(__name__)
 
 __all__ = ["completion_stage", "restoration_stage"]
-
-
-def _like(result, original: Any):
-    """``result`` (a torch tensor on the device, or NumPy) like ``original``: CuPy through DLPack (no host copy),
-    else NumPy."""
-    if is_cupy(original):
-        import cupy
-
-        return cupy.from_dlpack(result) if not isinstance(result, np.ndarray) else cupy.asarray(result)
-    return result if isinstance(result, np.ndarray) else result.cpu().numpy()
 
 
 def completion_stage(
@@ -66,7 +53,7 @@ def completion_stage(
     """
     from cbct.bbc.inference import complete_views
     from cbct.bbc.weights import load_completion
-    from cbct.learned.device import resolve_device
+    from cbct.learned.device import like_input, resolve_device
 
     if state.projections is None:
         raise ValueError("completion_stage needs state.projections (the sparse scan); got None")
@@ -100,7 +87,7 @@ def completion_stage(
             "seconds": seconds, "weights": str(weights or "shipped")}
     log.info("completion: %d -> %d views in %.2f s", info["acquired"], info["dense"], seconds)
     extras = {**state.extras, "sparse_geometry": state.geometry, "bbc_completion": info}
-    return state.replace(projections=_like(dense, state.projections), geometry=plan.geometry, extras=extras)
+    return state.replace(projections=like_input(dense, state.projections), geometry=plan.geometry, extras=extras)
 
 
 def restoration_stage(
@@ -124,7 +111,7 @@ def restoration_stage(
     """
     from cbct.bbc.restoration import restore_volume
     from cbct.bbc.weights import load_restoration
-    from cbct.learned.device import resolve_device
+    from cbct.learned.device import like_input, resolve_device
 
     if state.volume is None:
         raise ValueError("restoration_stage needs state.volume (run a reconstruction stage first); got None")
@@ -135,4 +122,4 @@ def restoration_stage(
     seconds = time.perf_counter() - t0
     log.info("restoration: %s volume in %.2f s", out.shape, seconds)
     extras = {**state.extras, "bbc_restoration": {"seconds": seconds, "weights": str(weights or "shipped")}}
-    return state.replace(volume=_like(out, state.volume), extras=extras)
+    return state.replace(volume=like_input(out, state.volume), extras=extras)

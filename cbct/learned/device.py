@@ -1,15 +1,17 @@
-"""One device resolution for training, evaluation and the pipeline stages."""
+"""One device resolution for training, evaluation and the pipeline stages, and the one way data crosses between
+NumPy / CuPy arrays and torch tensors (CuPy through DLPack: no host round trip)."""
 
 from __future__ import annotations
 
 import platform
 from typing import Any
 
+import numpy as np
 import torch
 
 from cbct.backend import is_cupy
 
-__all__ = ["resolve_device", "model_device", "describe_device", "autocast_dtype"]
+__all__ = ["resolve_device", "model_device", "describe_device", "autocast_dtype", "as_tensor", "like_input"]
 
 
 def resolve_device(name: str | torch.device | None = "auto", data: Any = None, *,
@@ -57,3 +59,22 @@ def describe_device(dev: torch.device) -> str:
     if dev.type == "cuda":
         return f"{torch.cuda.get_device_name(dev)} (CUDA)"
     return f"CPU ({platform.processor() or platform.machine()}), {torch.get_num_threads()} torch thread(s)"
+
+
+def as_tensor(x: Any, device: torch.device) -> torch.Tensor:
+    """``x`` (NumPy, CuPy or torch) as a float32 torch tensor on ``device`` (CuPy through DLPack: no host copy)."""
+    if isinstance(x, torch.Tensor):
+        return x.to(device=device, dtype=torch.float32)
+    if is_cupy(x):
+        return torch.from_dlpack(x).to(device=device, dtype=torch.float32)
+    return torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).to(device)
+
+
+def like_input(result: Any, original: Any) -> Any:
+    """``result`` (a torch tensor, or NumPy) on the backend of ``original``: CuPy through DLPack (no host copy) when
+    ``original`` is CuPy, else NumPy."""
+    if is_cupy(original):
+        import cupy
+
+        return cupy.asarray(result) if isinstance(result, np.ndarray) else cupy.from_dlpack(result.contiguous())
+    return result if isinstance(result, np.ndarray) else result.detach().cpu().numpy()

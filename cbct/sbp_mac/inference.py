@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from cbct.learned.device import model_device
+from cbct.learned.device import as_tensor, model_device
 from cbct.learned.weights import load_weights, shipped_weights
 from cbct.metrics import psnr, rmse, ssim
 from cbct.sbp_mac.model import SBPMAC, SBPMACConfig
@@ -65,16 +65,6 @@ def slice_inputs(
     return image, seg
 
 
-def _as_tensor(a, device: torch.device) -> torch.Tensor:
-    if isinstance(a, torch.Tensor):
-        return a.to(device=device, dtype=torch.float32)
-    if hasattr(a, "__cuda_array_interface__") and device.type == "cuda":  # CuPy: no host round trip
-        return torch.from_dlpack(a).to(device=device, dtype=torch.float32)
-    if hasattr(a, "get") and hasattr(a, "__cuda_array_interface__"):
-        a = a.get()
-    return torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32)).to(device)
-
-
 @torch.no_grad()
 def correct_volume(
     model: SBPMAC,
@@ -105,14 +95,14 @@ def correct_volume(
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     dev = model_device(model, device)
     model = model.to(dev).eval()
-    vol = _as_tensor(fdk, dev)
+    vol = as_tensor(fdk, dev)
     if vol.ndim != 3:
         raise ValueError(f"fdk must be a (z, y, x) volume, got shape {tuple(vol.shape)}")
     seg = None
     if cfg.use_segments:
         if segments is None:
             raise ValueError("segments are required: the model reads the K-segment tensor")
-        seg = _as_tensor(segments, dev)
+        seg = as_tensor(segments, dev)
         if seg.ndim != 4 or seg.shape[0] != cfg.n_segments or tuple(seg.shape[1:]) != tuple(vol.shape):
             raise ValueError(
                 f"segments must have shape ({cfg.n_segments}, {', '.join(map(str, vol.shape))}) for this model "

@@ -66,7 +66,7 @@ def sbp_mac_stage(
         A new state whose ``volume`` is the corrected (nz, ny, nx) float32 volume in mm⁻¹ on the projections'
         backend; ``extras["sbp_mac"]`` records K, the weights and timings.
     """
-    from cbct.learned.device import resolve_device
+    from cbct.learned.device import like_input, resolve_device
     from cbct.sbp_mac.inference import correct_volume, load_network
 
     if state.projections is None:
@@ -74,7 +74,7 @@ def sbp_mac_stage(
     if not isinstance(n_segments, (int, np.integer)) or n_segments < 1:
         raise ValueError(f"n_segments must be a positive integer, got {n_segments!r}")
     projections, geom = state.projections, state.geometry
-    lib = array_library(projections)
+    array_library(projections)  # refuses anything but NumPy or CuPy arrays (and torch tensors) before the work
     device = resolve_device(device, projections)
     model = load_network(weights, device=device)
     meta = model.meta
@@ -118,12 +118,7 @@ def sbp_mac_stage(
     fdk_volume = segments.sum(axis=0)
     t1 = time.perf_counter()
     corrected = correct_volume(model, fdk_volume, segments, batch_size=batch_size, device=device)
-    if lib == "cupy":
-        import cupy
-
-        volume = cupy.from_dlpack(corrected.contiguous())
-    else:
-        volume = corrected.cpu().numpy()
+    volume = like_input(corrected, state.projections)
     t2 = time.perf_counter()
     log.info(
         "SBP-MAC: motion estimation %.2f s, FDK + %d-segment backprojection %.2f s, network %.2f s on %s",
