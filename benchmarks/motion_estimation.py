@@ -21,10 +21,11 @@ import numpy as np
 import yaml
 
 from cbct.fdk import fdk
+from cbct.metrics import fov_disc
 from cbct.motion_estimation import MotionEstimationConfig, estimate_rigid_motion
 from cbct.operators import project
 from cbct.sbp_mac import data
-from cbct.sbp_mac.inference import fov_mask, volume_metrics
+from cbct.sbp_mac.inference import volume_metrics
 
 log = logging.getLogger("motion_estimation")
 
@@ -33,7 +34,7 @@ SCANS = [("dental", 1000, "jerk"), ("ellipsoids", 1001, "drift"), ("tigre_head",
 
 
 def run(scan: data.InGridScanConfig, settings: MotionEstimationConfig, mixed_kinds: tuple[str, ...]) -> list[dict]:
-    mask = fov_mask(scan.volume_shape, min(scan.volume_shape[1:]) / 2 - scan.fov_margin_mm / scan.voxel_size)
+    mask = fov_disc(scan.volume_shape, min(scan.volume_shape[1:]) / 2 - scan.fov_margin_mm / scan.voxel_size)
     rows = []
     for source, seed, waveform in SCANS:
         sim = data.simulate_moving_scan(data.SampleSpec(source, seed, waveform, mixed_kinds), scan)
@@ -148,7 +149,7 @@ def training(seeds: list[int], settings: dict, out: str | None) -> list[dict]:
         wide = geom.with_volume(grid)
         still = project(volume, wide)
         reference = fdk(still, geom, filter="hann")
-        mask = np.broadcast_to(fov_mask(reference.shape, min(reference.shape[1:]) / 2 - 4), reference.shape)
+        mask = np.broadcast_to(fov_disc(reference.shape, min(reference.shape[1:]) / 2 - 4), reference.shape)
         rng = float(np.percentile(reference[mask], 99.9) - np.percentile(reference[mask], 0.1))
         for name, motion in (("still", RigidMotion.none(geom.n_views)), ("jerk", jerk(geom.n_views, 70))):
             measured = still if name == "still" else project(volume, motion.apply(wide))

@@ -29,12 +29,22 @@ import math
 import numpy as np
 from scipy import ndimage
 
-__all__ = ["rmse", "psnr", "ssim", "ssim_map"]
+__all__ = ["rmse", "psnr", "ssim", "ssim_map", "fov_disc"]
 
 K1 = 0.01
 K2 = 0.03
 SSIM_SIGMA = 1.5
 SSIM_TRUNCATE = 3.5
+
+
+def fov_disc(shape: tuple[int, ...], radius: float, voxel_size: float = 1.0) -> np.ndarray:
+    """Boolean disc of ``radius`` (mm, or voxels with ``voxel_size=1``) about the centre of the axial slices of a
+    ``(..., ny, nx)`` grid: shape ``(1, ..., 1, ny, nx)``, broadcasting over the leading axes (e.g. z)."""
+    *lead, ny, nx = shape
+    y = (np.arange(ny) - (ny - 1) / 2) * voxel_size
+    x = (np.arange(nx) - (nx - 1) / 2) * voxel_size
+    disc = (y[:, None] ** 2 + x[None, :] ** 2) <= radius**2
+    return disc.reshape((1,) * len(lead) + disc.shape)
 
 
 def _host(a):

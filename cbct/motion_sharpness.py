@@ -16,10 +16,10 @@ from cbct.geometry import ConeGeometry
 from cbct.operators import backproject_fdk_trusted
 from cbct.simulation.motion import RigidMotion
 
-__all__ = ["fov_mask", "gradient_entropy", "sharpness_of_motions"]
+__all__ = ["inscribed_cylinder", "gradient_entropy", "sharpness_of_motions"]
 
 
-def fov_mask(shape: tuple[int, int, int], margin: float, xp=np):
+def inscribed_cylinder(shape: tuple[int, int, int], margin: float, xp=np):
     """(nz, ny, nx) float32 mask of the grid's inscribed cylinder shrunk to ``margin`` of its radius."""
     nz, ny, nx = shape
     y, x = np.mgrid[:ny, :nx]
@@ -48,6 +48,6 @@ def sharpness_of_motions(projections, geom: ConeGeometry, motions: list[RigidMot
     xp = array_module(projections)
     filtered, fgeom = fdk_filter(projections, geom, filter=filter, truncation=truncation)
     filtered = xp.ascontiguousarray(filtered)
-    mask = fov_mask(geom.volume.shape, margin, xp)
+    mask = inscribed_cylinder(geom.volume.shape, margin, xp)
     return [gradient_entropy(backproject_fdk_trusted(filtered, fgeom if m is None else m.apply(fgeom))[0], mask)
             for m in motions]

@@ -17,7 +17,8 @@ from cbct.pipeline.state import PipelineState
 from cbct.sbp_mac import data as sbp_data
 from cbct.sbp_mac.data import SampleSpec, InGridScanConfig, sample_geometry, simulate_sample
 from cbct.learned.weights import save_weights
-from cbct.sbp_mac.inference import SHIPPED, correct_volume, fov_mask, load_network, volume_metrics
+from cbct.metrics import fov_disc
+from cbct.sbp_mac.inference import SHIPPED, correct_volume, load_network, volume_metrics
 from cbct.sbp_mac.loss import LossWeights, sbp_mac_loss
 from cbct.sbp_mac.model import SBPMAC, SBPMACConfig
 from cbct.sbp_mac.objects import ellipsoid_head
@@ -313,7 +314,7 @@ def test_evaluation_of_compensated_weights_adds_the_compensated_fdk_row(tmp_path
     plain_model = load_network(plain_path)
     split = sbp_data.cached_split(specs, InGridScanConfig.from_dict(both["scan"]), str(tmp_path / "c"), "eval", augment=False)
     image = correct_volume(plain_model, split.fdk_uncorrected[0].astype(np.float32), None).numpy()
-    mask = fov_mask(scan.volume_shape, min(scan.volume_shape[1:]) / 2 - scan.fov_margin_mm / scan.voxel_size)
+    mask = fov_disc(scan.volume_shape, min(scan.volume_shape[1:]) / 2 - scan.fov_margin_mm / scan.voxel_size)
     assert unet["psnr"] == pytest.approx(volume_metrics(image, split.reference[0].astype(np.float32), mask)["psnr"], abs=1e-6)
     # segment-based weights trained without motion estimation cannot be fed compensated segments
     (tmp_path / "s").mkdir()

@@ -39,7 +39,6 @@ from cbct.bbc.data import DenseScanConfig, dense_sequence, noisy
 from cbct.bbc.heldout import HeldoutConfig, load_heldout_config, pattern_indices, rtk_scan
 from cbct.bbc.inference import complete_views, measure_throughput
 from cbct.bbc.restoration import restore_volume
-from cbct.bbc.slices import fov_mask
 from cbct.bbc.training import load_config, resolve_path
 from cbct.bbc.weights import load_completion, load_restoration
 from cbct.angles import plan_completion
@@ -48,7 +47,7 @@ from cbct.geometry import ConeGeometry, VolumeGrid
 from cbct.iterative import fista_tv, os_sart
 from cbct.learned.cli import eval_parser, markdown_table, run_command, write_results
 from cbct.learned.device import describe_device, resolve_device
-from cbct.metrics import psnr, rmse, ssim
+from cbct.metrics import fov_disc, psnr, rmse, ssim
 from cbct.simulation.sparse import sparse_views
 
 log = logging.getLogger(__name__)
@@ -137,7 +136,7 @@ def evaluate(
     cache_dir = resolve_path(cache_dir or cfg["cache_dir"])
     flow = load_completion(resolve_path(flow_weights) if flow_weights else None, device=dev)
     rest = load_restoration(resolve_path(restore_weights) if restore_weights else None, device=dev)
-    mask = fov_mask(scan.volume_shape[1:], scan.voxel_size, 0.95 * scan.fov_radius())
+    mask = fov_disc(scan.volume_shape[1:], 0.95 * scan.fov_radius(), scan.voxel_size)
     rows: list[dict[str, Any]] = []
     t_start = time.perf_counter()
     scans = _scans(cfg["data"]["eval"])
@@ -215,7 +214,7 @@ def evaluate_rtk(
     geom = scan.geometry()
     flow = load_completion(flow_weights, device=dev)
     rest = load_restoration(restore_weights, device=dev)
-    mask = fov_mask(scan.volume_shape[1:], scan.voxel_size, 0.95 * scan.fov_radius())
+    mask = fov_disc(scan.volume_shape[1:], 0.95 * scan.fov_radius(), scan.voxel_size)
     rows: list[dict[str, Any]] = []
     scans = []
     t_start = time.perf_counter()

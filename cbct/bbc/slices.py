@@ -6,15 +6,7 @@ import numpy as np
 
 from cbct.bbc.restoration import slice_stack, volume_scale
 
-__all__ = ["SliceSampler", "fov_mask"]
-
-
-def fov_mask(shape: tuple[int, int], voxel_size: float, radius: float) -> np.ndarray:
-    """(y, x) bool disc of ``radius`` mm about the grid centre."""
-    ny, nx = shape
-    yy = (np.arange(ny) - (ny - 1) / 2) * voxel_size
-    xx = (np.arange(nx) - (nx - 1) / 2) * voxel_size
-    return (yy[:, None] ** 2 + xx[None, :] ** 2) <= radius**2
+__all__ = ["SliceSampler"]
 
 
 class SliceSampler:

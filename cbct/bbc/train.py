@@ -22,7 +22,7 @@ from cbct.bbc.data import DenseScanConfig, TripletSampler, load_sequences, noisy
 from cbct.bbc.model import FlowCompletionConfig, FlowCompletionNet, backward_warp
 from cbct.bbc.recon import complete_scan
 from cbct.bbc.restoration import RestorationConfig, RestorationNet, restore_volume
-from cbct.bbc.slices import SliceSampler, fov_mask
+from cbct.bbc.slices import SliceSampler
 from cbct.bbc.training import charbonnier, load_config, resolve_path
 from cbct.bbc.weights import DEFAULT_COMPLETION, DEFAULT_RESTORATION, load_completion
 from cbct.fdk import fdk
@@ -30,6 +30,7 @@ from cbct.learned.cli import config_overrides, run_command, ship_weights, train_
 from cbct.learned.device import describe_device, resolve_device
 from cbct.learned.loop import LoopSettings, TrainingRun, run_training
 from cbct.learned.weights import save_weights
+from cbct.metrics import fov_disc
 from cbct.simulation.sparse import sparse_indices
 
 log = logging.getLogger(__name__)
@@ -249,7 +250,7 @@ def train_restoration(cfg: dict, *, resume: bool = True, stop_after: int | None 
     n_val = max(1, len(pairs) // 8)
     train_pairs, val_pairs = pairs[:-n_val], pairs[-n_val:]
     net = RestorationNet(RestorationConfig.from_dict(rc["model"])).to(dev)
-    mask = fov_mask(scan.volume_shape[1:], scan.voxel_size, 0.95 * scan.fov_radius())
+    mask = fov_disc(scan.volume_shape[1:], 0.95 * scan.fov_radius(), scan.voxel_size)
     sampler = SliceSampler(train_pairs, context=net.config.context, crop=tuple(rc["crop"]), mask=mask,
                            rng=np.random.default_rng([seed, 3]))
     settings = LoopSettings.from_section(rc)

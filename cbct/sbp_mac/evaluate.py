@@ -30,9 +30,10 @@ import numpy as np
 
 from cbct.learned.cli import eval_parser, markdown_table, run_command, write_results
 from cbct.learned.device import resolve_device
+from cbct.metrics import fov_disc
 from cbct.motion_estimation import MotionEstimationConfig
 from cbct.sbp_mac.data import SampleSpec, InGridScanConfig, cached_split
-from cbct.sbp_mac.inference import correct_volume, fov_mask, load_network, volume_metrics
+from cbct.sbp_mac.inference import correct_volume, load_network, volume_metrics
 from cbct.simulation.motion import COMPONENT_KINDS
 
 log = logging.getLogger(__name__)
@@ -106,7 +107,7 @@ def evaluate(
     specs = list(specs) if specs is not None else eval_specs()
     t0 = time.perf_counter()
     split = cached_split(specs, scan, cache_dir, "eval", augment=False)
-    mask = fov_mask(scan.volume_shape, scan.fov_radius_voxels())
+    mask = fov_disc(scan.volume_shape, scan.fov_radius_voxels())
     rows: list[dict[str, Any]] = []
     timings: dict[str, float] = {}
     for i, spec in enumerate(specs):

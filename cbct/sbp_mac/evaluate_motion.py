@@ -38,12 +38,13 @@ from cbct.io.atomic import atomic_path, write_text_atomic
 from cbct.learned.cli import eval_parser, markdown_table, run_command, write_results
 from cbct.learned.device import resolve_device
 from cbct.motion_correction import correct_motion
+from cbct.metrics import fov_disc
 from cbct.motion_estimation import MotionEstimationConfig
 from cbct.operators import segmented_backproject
 from cbct.pipeline import load_pipeline, run_pipeline
 from cbct.sbp_mac.cache import content_key
 from cbct.sbp_mac.heldout import STILL, HeldOutConfig, heldout_scan, heldout_specs, load_heads
-from cbct.sbp_mac.inference import SHIPPED_UNET, correct_volume, fov_mask, load_network, volume_metrics
+from cbct.sbp_mac.inference import SHIPPED_UNET, correct_volume, load_network, volume_metrics
 from cbct.scan import Scan
 
 log = logging.getLogger(__name__)
@@ -169,7 +170,7 @@ def evaluate_motion(
     models = {name: load_network(path, device=device) for name, path in networks.items()}
     settings, pose, filt = pipeline_estimation(pipeline)
     ks = sorted({m.config.n_segments for m in models.values() if m.config.use_segments})
-    mask = fov_mask(cfg.volume_shape, cfg.fov_radius_voxels())
+    mask = fov_disc(cfg.volume_shape, cfg.fov_radius_voxels())
     heads = load_heads(cfg.sources, data_dir)
     rows: list[dict[str, Any]] = []
     t_start = time.perf_counter()

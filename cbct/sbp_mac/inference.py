@@ -132,14 +132,6 @@ def correct_volume(
     return (out, art) if return_artifact else out
 
 
-def fov_mask(shape: tuple[int, int, int], radius_voxels: float) -> np.ndarray:
-    """(1, y, x) boolean disc of ``radius_voxels`` about the centre of the axial slices (broadcasts over z)."""
-    _, ny, nx = shape
-    y = np.arange(ny) - (ny - 1) / 2
-    x = np.arange(nx) - (nx - 1) / 2
-    return ((x[None, :] ** 2 + y[:, None] ** 2) <= radius_voxels**2)[None]
-
-
 def volume_metrics(x, ref, mask: np.ndarray | None = None) -> dict[str, float]:
     """PSNR (dB), SSIM (2D per axial slice) and RMSE (mm⁻¹) of ``x`` against ``ref`` inside ``mask``; the data
     range is the reference's range inside the mask."""

@@ -35,9 +35,10 @@ from cbct.learned.cli import config_overrides, run_command, ship_weights, train_
 from cbct.learned.device import describe_device, resolve_device
 from cbct.learned.loop import LOOP_DEFAULTS, LoopSettings, run_training
 from cbct.learned.weights import save_weights
+from cbct.metrics import fov_disc
 from cbct.sbp_mac.batches import SliceBatcher
 from cbct.sbp_mac.data import InGridScanConfig, SplitArrays, SplitConfig, cached_split, split_specs
-from cbct.sbp_mac.inference import SHIPPED, SHIPPED_UNET, correct_volume, fov_mask, volume_metrics
+from cbct.sbp_mac.inference import SHIPPED, SHIPPED_UNET, correct_volume, volume_metrics
 from cbct.sbp_mac.loss import LossWeights, sbp_mac_loss
 from cbct.sbp_mac.model import SBPMAC, SBPMACConfig
 from cbct.sbp_mac.truncated import TruncatedScanConfig, cached_truncated_split
@@ -103,7 +104,7 @@ def validate(
     model: SBPMAC, split: SplitArrays, scan: InGridScanConfig | TruncatedScanConfig, device: torch.device, batch_size: int = 16
 ) -> dict[str, float]:
     """Mean PSNR/SSIM/RMSE of the corrected validation volumes against their references (inside the FOV)."""
-    mask = fov_mask(scan.volume_shape, scan.fov_radius_voxels())
+    mask = fov_disc(scan.volume_shape, scan.fov_radius_voxels())
     rows = []
     for i in range(len(split)):
         fdk = split.fdk[i].astype(np.float32)
