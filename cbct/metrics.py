@@ -29,6 +29,8 @@ import math
 import numpy as np
 from scipy import ndimage
 
+from cbct.backend import to_host
+
 __all__ = ["rmse", "psnr", "ssim", "ssim_map", "fov_disc"]
 
 K1 = 0.01
@@ -47,18 +49,9 @@ def fov_disc(shape: tuple[int, ...], radius: float, voxel_size: float = 1.0) -> 
     return disc.reshape((1,) * len(lead) + disc.shape)
 
 
-def _host(a):
-    """``a`` moved to host memory: torch tensors and CuPy arrays become NumPy arrays; others pass through."""
-    if hasattr(a, "detach"):  # torch.Tensor
-        return a.detach().cpu().numpy()
-    if hasattr(a, "get") and hasattr(a, "__cuda_array_interface__"):  # cupy.ndarray
-        return a.get()
-    return a
-
-
 def _to_numpy(a, name: str) -> np.ndarray:
     """``a`` as a float64 NumPy array (from NumPy, torch or CuPy)."""
-    a = _host(a)
+    a = to_host(a)
     try:
         arr = np.asarray(a, dtype=np.float64)
     except (TypeError, ValueError) as exc:
@@ -83,7 +76,7 @@ def _check_mask(mask, shape: tuple[int, ...]) -> np.ndarray | None:
     """``mask`` broadcast to ``shape`` as a boolean array (``None`` stays ``None``)."""
     if mask is None:
         return None
-    m_arr = np.asarray(_host(mask))
+    m_arr = np.asarray(to_host(mask))
     if m_arr.dtype != bool:
         raise TypeError(f"mask must be a boolean array, got dtype {m_arr.dtype}")
     try:
