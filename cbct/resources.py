@@ -1,4 +1,5 @@
-"""Files shipped inside the package (built-in pipelines and manifests, their schemas) and the YAML reader that loads
+"""Files shipped inside the package (built-in pipelines and manifests, their schemas, the learned stages' weights)
+and the YAML reader that loads
 them and users' pipeline, manifest and geometry files, with errors that name the file and line."""
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import yaml
 
 from cbct.schema import SchemaError
 
-__all__ = ["builtin_dir", "load_yaml"]
+__all__ = ["builtin_dir", "load_yaml", "shipped_weights"]
 
 
 def builtin_dir(kind: str) -> pathlib.Path:
@@ -20,6 +21,11 @@ def builtin_dir(kind: str) -> pathlib.Path:
     if not path.is_dir():
         raise FileNotFoundError(f"built-in {kind} folder is missing ({path}); reinstall cbct")
     return path
+
+
+def shipped_weights(filename: str) -> pathlib.Path:
+    """The path of a learned network's weights file shipped in the package (``cbct/models/<filename>``)."""
+    return pathlib.Path(__file__).resolve().parent / "models" / filename
 
 
 def load_yaml(path: str | os.PathLike, what: str) -> Any:

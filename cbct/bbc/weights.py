@@ -8,7 +8,8 @@ import torch
 
 from cbct.bbc.model import FlowCompletionNet
 from cbct.bbc.restoration import RestorationNet
-from cbct.learned.weights import load_weights, shipped_weights
+from cbct.learned.weights import load_weights
+from cbct.resources import shipped_weights
 
 __all__ = ["load_completion", "load_restoration", "DEFAULT_COMPLETION", "DEFAULT_RESTORATION"]
 

@@ -13,7 +13,6 @@ import dataclasses
 import logging
 import os
 import pathlib
-from importlib import resources
 from typing import Any, TypeVar
 
 import torch
@@ -23,17 +22,12 @@ from cbct.learned.config import plain_json
 
 log = logging.getLogger(__name__)
 
-__all__ = ["WEIGHTS_VERSION", "save_weights", "load_weights", "shipped_weights"]
+__all__ = ["WEIGHTS_VERSION", "save_weights", "load_weights"]
 
 WEIGHTS_VERSION = 1
 _LEGACY_SBP_MAC = "cbct.sbp_mac/1"  # {format, model_config, state_dict, meta}, before this format
 
 Net = TypeVar("Net", bound=torch.nn.Module)
-
-
-def shipped_weights(filename: str) -> pathlib.Path:
-    """The path of a weights file shipped in the package (``cbct/models/<filename>``)."""
-    return pathlib.Path(str(resources.files("cbct") / "models" / filename))
 
 
 def save_weights(path: str | os.PathLike, model: torch.nn.Module, *, meta: dict[str, Any] | None = None) -> pathlib.Path:

@@ -10,8 +10,9 @@ import torch
 from torch.nn import functional as F
 
 from cbct.learned.device import as_tensor, model_device
-from cbct.learned.weights import load_weights, shipped_weights
+from cbct.learned.weights import load_weights
 from cbct.metrics import psnr, rmse, ssim
+from cbct.resources import shipped_weights
 from cbct.sbp_mac.model import SBPMAC, SBPMACConfig
 
 log = logging.getLogger(__name__)
