@@ -127,14 +127,21 @@ def _code_version() -> str:
     return content_key({str(p.relative_to(root)): p.read_text() for p in files})
 
 
-def _cached_scan_volumes(cache_dir, spec, cfg, head, pipeline, ks, others=()) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-    """:func:`_scan_volumes` through a cache (one ``.npz`` and ``.json`` per scan, keyed by the held-out settings,
-    the scan, the pipeline's digest and the K values); ``cache_dir=None``: no cache."""
+def _cache_description(cfg: HeldOutConfig, pipeline: str, ks, others=()) -> dict[str, Any]:
+    """What every cached scan of one evaluation shares in its key: the held-out settings, the pipelines' digests,
+    the K values and the code version (read once per evaluation, not per scan)."""
+    return {"cfg": cfg.to_dict(), "pipeline": load_pipeline(pipeline).digest(), "ks": sorted(ks),
+            "code": _code_version(), "version": 1, "others": [load_pipeline(o).digest() for o in others]}
+
+
+def _cached_scan_volumes(
+    cache_dir, description, spec, cfg, head, pipeline, ks, others=()
+) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """:func:`_scan_volumes` through a cache (one ``.npz`` and ``.json`` per scan, keyed by the scan and
+    :func:`_cache_description`); ``cache_dir=None``: no cache."""
     if cache_dir is None:
         return _scan_volumes(spec, cfg, head, pipeline, ks, others)
-    key = content_key({"cfg": cfg.to_dict(), "spec": list(spec), "pipeline": load_pipeline(pipeline).digest(),
-                       "ks": sorted(ks), "code": _code_version(), "version": 1,
-                       "others": [load_pipeline(o).digest() for o in others]})
+    key = content_key({**description, "spec": list(spec)})
     stem = pathlib.Path(cache_dir) / f"{spec[0]}-{spec[1]}-{spec[2]}-{key}"
     npz, meta = stem.with_suffix(".npz"), stem.with_suffix(".json")
     if npz.is_file() and meta.is_file():
@@ -174,8 +181,10 @@ def evaluate_motion(
     heads = load_heads(cfg.sources, data_dir)
     rows: list[dict[str, Any]] = []
     t_start = time.perf_counter()
+    description = _cache_description(cfg, pipeline, ks, tuple(also_pipelines)) if cache_dir is not None else None
     for spec in heldout_specs(cfg):
-        vols, record = _cached_scan_volumes(cache_dir, spec, cfg, heads[spec[0]], pipeline, ks, tuple(also_pipelines))
+        vols, record = _cached_scan_volumes(cache_dir, description, spec, cfg, heads[spec[0]], pipeline, ks,
+                                            tuple(also_pipelines))
         base = {k: record[k] for k in ("source", "waveform", "seed", "max_displacement_mm", "max_rotation_deg")}
         sec = record["seconds"]
 
